@@ -1,0 +1,120 @@
+# Makefile - the one entry point of Citadel's build.
+#
+#   make            build the engine library and every binary into build/ (bin/ holds binaries)
+#   make test       build and run every test (tests/unit/test_*.c, one CMocka binary each)
+#   make SAN=1 ...  the same with AddressSanitizer and UBSan, into build/san/
+#   make deps       install the Debian packages the project needs
+#   make model      put the default model (SmolLM2-135M-Instruct) in var/models/
+#   make bench      engine benchmarks (see tests/bench/README.md)
+#   make fuzz       build the libFuzzer harnesses (clang) into build/fuzz/
+#   make run        start the local fleet (grows as the services land)
+#
+# Sources are found by convention so that adding a module needs no edit here:
+#   kernels/**/*.c          -> build/libcitadel_kernels.a
+#   kernels/**/*_avx2.c     compiled with AVX2+FMA+F16C, used only when the CPU has them
+#   kernels/**/*_avx512.c   compiled with AVX-512 (F, BW, VL, VNNI), same rule
+#   services/cli/*.c        -> build/bin/citadel
+#   tests/unit/test_X.c     -> build/tests/test_X, linked with the kernels library
+
+CC      ?= cc
+SAN     ?= 0
+BUILD   := build
+ifeq ($(SAN),1)
+BUILD   := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Ikernels -MMD -MP
+OPT         := -O2
+CFLAGS      := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
+KERNEL_OPT  := -O3
+AVX2_FLAGS  := -mavx2 -mfma -mf16c
+AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
+LDLIBS      := -lm -pthread $(SANFLAGS)
+
+KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | sort)
+KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
+KERNEL_LIB  := $(BUILD)/libcitadel_kernels.a
+
+CLI_SRC     := $(wildcard services/cli/*.c)
+CLI_OBJ     := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_BIN     := $(BUILD)/bin/citadel
+
+TEST_SRC    := $(wildcard tests/unit/test_*.c)
+TEST_BIN    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+
+BENCH_SRC   := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN   := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+MODEL_DIR   := var/models
+MODEL       := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: all test deps model bench fuzz run clean
+all: $(KERNEL_LIB) $(CLI_BIN) $(TEST_BIN) $(BENCH_BIN)
+
+$(BUILD)/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(KERNEL_OPT) $(AVX2_FLAGS) -c $< -o $@
+
+$(BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(KERNEL_OPT) $(AVX512_FLAGS) -c $< -o $@
+
+$(BUILD)/obj/kernels/%.o: kernels/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(KERNEL_OPT) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(KERNEL_LIB): $(KERNEL_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(CLI_BIN): $(CLI_OBJ) $(KERNEL_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(KERNEL_LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) -lcmocka $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(LDLIBS)
+
+# Every test runs from the repository root so that tests/data/ and var/ resolve; a
+# failing test fails the target but the others still run, so one report shows all.
+test: all
+	@CITADEL_BIN=$(CLI_BIN) ./scripts/run_tests.sh $(TEST_BIN)
+
+deps:
+	@./scripts/install_deps.sh
+
+model: $(MODEL)
+$(MODEL):
+	@./scripts/fetch_model.sh $(MODEL_DIR)
+
+bench: $(CLI_BIN) $(BENCH_BIN)
+	@./tests/bench/run_bench.sh $(BUILD)
+
+fuzz:
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do \
+	  n=$$(basename $$f .c); \
+	  echo "clang $$f -> build/fuzz/$$n"; \
+	  clang -std=c11 -D_GNU_SOURCE -g -O1 -Ikernels -fsanitize=fuzzer,address,undefined \
+	    $$f $(wildcard kernels/gguf/*.c) -lm -pthread -o build/fuzz/$$n || exit 1; \
+	done
+
+run: $(CLI_BIN) model
+	@echo "The fleet's services land with issue 3; for now: $(CLI_BIN) generate --model $(MODEL) --chat --prompt 'Hello'"
+	@$(CLI_BIN) generate --model $(MODEL) --chat --prompt "What is the capital of France?" --max-tokens 64
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,22 @@
+#!/bin/sh
+# install_deps.sh - install the Debian packages Citadel builds and tests with (make deps).
+# As root it runs apt-get; otherwise it prints the command to run.
+set -e
+PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip"
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "deps: all present ($PACKAGES)"
+    exit 0
+fi
+if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends $missing
+else
+    echo "deps: missing:$missing"
+    echo "run: sudo apt-get install -y$missing"
+    exit 1
+fi
