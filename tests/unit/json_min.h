@@ -27,7 +27,7 @@ typedef struct json_value {
     char **keys;                /* JSON_OBJECT: the keys */
 } json_value;
 
-static void json_free(json_value *v)
+static inline void json_free(json_value *v)
 {
     if (v == NULL) return;
     for (size_t i = 0; i < v->n; i++) {
@@ -40,12 +40,12 @@ static void json_free(json_value *v)
     free(v);
 }
 
-static void json_skip_ws(const char **p)
+static inline void json_skip_ws(const char **p)
 {
     while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r') (*p)++;
 }
 
-static void json_put_utf8(char *out, size_t *len, unsigned cp)
+static inline void json_put_utf8(char *out, size_t *len, unsigned cp)
 {
     if (cp < 0x80) out[(*len)++] = (char)cp;
     else if (cp < 0x800) {
@@ -63,7 +63,7 @@ static void json_put_utf8(char *out, size_t *len, unsigned cp)
     }
 }
 
-static bool json_hex4(const char *p, unsigned *out)
+static inline bool json_hex4(const char *p, unsigned *out)
 {
     *out = 0;
     for (int i = 0; i < 4; i++) {
@@ -78,7 +78,7 @@ static bool json_hex4(const char *p, unsigned *out)
 }
 
 /* Parses the string starting after the opening quote; NULL on error. */
-static char *json_parse_string(const char **p, size_t *len_out)
+static inline char *json_parse_string(const char **p, size_t *len_out)
 {
     const char *s = *p;
     size_t cap = strlen(s) + 1, len = 0;
@@ -117,9 +117,9 @@ static char *json_parse_string(const char **p, size_t *len_out)
     return out;
 }
 
-static json_value *json_parse_value(const char **p);
+static inline json_value *json_parse_value(const char **p);
 
-static bool json_push(json_value *v, json_value *item, char *key)
+static inline bool json_push(json_value *v, json_value *item, char *key)
 {
     json_value **items = realloc(v->items, (v->n + 1) * sizeof *items);
     if (items == NULL) return false;
@@ -134,7 +134,7 @@ static bool json_push(json_value *v, json_value *item, char *key)
     return true;
 }
 
-static json_value *json_parse_container(const char **p, json_value *v, char close)
+static inline json_value *json_parse_container(const char **p, json_value *v, char close)
 {
     json_skip_ws(p);
     if (**p == close) { (*p)++; return v; }
@@ -161,7 +161,7 @@ static json_value *json_parse_container(const char **p, json_value *v, char clos
     return NULL;
 }
 
-static json_value *json_parse_value(const char **p)
+static inline json_value *json_parse_value(const char **p)
 {
     json_skip_ws(p);
     json_value *v = calloc(1, sizeof *v);
@@ -195,7 +195,7 @@ static json_value *json_parse_value(const char **p)
 }
 
 /* The document in text, or NULL when it is not valid JSON. */
-static json_value *json_parse(const char *text)
+static inline json_value *json_parse(const char *text)
 {
     const char *p = text;
     json_value *v = json_parse_value(&p);
@@ -205,7 +205,7 @@ static json_value *json_parse(const char *text)
 }
 
 /* The value under key in an object, or NULL. */
-static const json_value *json_get(const json_value *obj, const char *key)
+static inline const json_value *json_get(const json_value *obj, const char *key)
 {
     if (obj == NULL || obj->kind != JSON_OBJECT) return NULL;
     for (size_t i = 0; i < obj->n; i++)
