@@ -42,12 +42,17 @@ typedef struct sample_result {
 typedef struct sampler sampler;
 
 sampler_params sampler_default_params(void);
-/* NULL on allocation failure. */
+/* NULL on allocation failure, n_vocab <= 0 or params NULL. params are copied; the RNG
+ * starts from params->seed. */
 sampler *sampler_create(const sampler_params *params, int n_vocab);
 void sampler_free(sampler *s);
 
-/* Picks the next token. logits (n_vocab) are used as scratch and changed. history is
- * every token of the sequence so far (prompt and generated) for the penalties. */
+/* Picks the next token. logits (n_vocab) are used as scratch and changed: on return they
+ * hold the penalised logits (NaN made -inf, +inf made FLT_MAX). history is every token
+ * of the sequence so far (prompt and generated) for the penalties; repeat_last_n < 0
+ * means all of it, 0 no penalties. The result's logprob is always filled; top_ids and
+ * top_logprobs hold the n_top_logprobs most likely tokens, best first, ties to the lower
+ * id. Can't fail. */
 sample_result sampler_sample(sampler *s, float *logits, const int32_t *history, int n_history);
 
 #endif
