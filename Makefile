@@ -24,7 +24,7 @@ BUILD   := build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
 
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Ikernels -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Ikernels -Icommon -MMD -MP
 OPT         := -O2
 CFLAGS      := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
 KERNEL_OPT  := -O3
@@ -35,6 +35,10 @@ LDLIBS      := -lm -pthread $(SANFLAGS)
 KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | sort)
 KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
 KERNEL_LIB  := $(BUILD)/libcitadel_kernels.a
+
+COMMON_SRC  := $(wildcard common/*.c)
+COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+COMMON_LIB  := $(BUILD)/libcitadel_common.a
 
 CLI_SRC     := $(wildcard services/cli/*.c)
 CLI_OBJ     := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -74,13 +78,17 @@ $(KERNEL_LIB): $(KERNEL_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(CLI_BIN): $(CLI_OBJ) $(KERNEL_LIB)
+$(COMMON_LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(KERNEL_LIB) $(LDLIBS)
+	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB)
+$(CLI_BIN): $(CLI_OBJ) $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(KERNEL_LIB) $(COMMON_LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB)
 	@mkdir -p $(dir $@)

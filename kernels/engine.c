@@ -1,0 +1,424 @@
+/* engine.c - the engine's public face (engine.h): ties the GGUF file, the llama model,
+ * the tokenizer, the chat template and the sampler into models, sessions and a
+ * generation loop with streaming text and stop conditions.
+ */
+#include "engine.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/llama.h"
+#include "tokenizer/tokenizer.h"
+
+struct engine_model {
+    gguf_file *file;
+    llama_model *llama;
+    tokenizer *tok;
+    char *chat_template;        /* the Jinja text, or NULL */
+    char *default_system;       /* the template's default system prompt, or NULL */
+    enum chat_family chat_family;
+    bool chat_template_known;
+    char name[128];
+};
+
+struct engine_session {
+    engine_model *model;
+    llama_state *state;
+    int32_t *history;           /* the tokens in the KV cache, n_ctx entries */
+    float *logits;              /* V: logits after the last evaluated token */
+};
+
+static int fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errsz, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errsz, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static char *gguf_strdup(gguf_str s)
+{
+    char *out = malloc(s.len + 1);
+    if (out) {
+        memcpy(out, s.ptr, s.len);
+        out[s.len] = '\0';
+    }
+    return out;
+}
+
+/* ---- models ----------------------------------------------------------------------- */
+
+static void load_chat_template(engine_model *m)
+{
+    gguf_str tmpl;
+    if (gguf_get_str(m->file, "tokenizer.chat_template", &tmpl))
+        m->chat_template = gguf_strdup(tmpl);
+    m->chat_family = chat_template_detect(m->chat_template, &m->chat_template_known);
+    m->default_system = chat_template_default_system(m->chat_template);
+}
+
+int engine_model_open(engine_model **out, const char *path, char *err, size_t errsz)
+{
+    *out = NULL;
+    engine_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return fail(err, errsz, "out of memory");
+    char sub[512];
+    if (gguf_open(&m->file, path, sub, sizeof sub)) {
+        fail(err, errsz, "%s: %s", path, sub);
+        goto error;
+    }
+    if (llama_model_load(&m->llama, m->file, sub, sizeof sub) ||
+        tokenizer_load(&m->tok, m->file, sub, sizeof sub)) {
+        fail(err, errsz, "%s: %s", path, sub);
+        goto error;
+    }
+    if (tokenizer_n_vocab(m->tok) > m->llama->hp.n_vocab) {
+        fail(err, errsz, "%s: vocabulary of %d tokens but embeddings for %d", path,
+             tokenizer_n_vocab(m->tok), m->llama->hp.n_vocab);
+        goto error;
+    }
+    gguf_str name;
+    if (gguf_get_str(m->file, "general.name", &name))
+        snprintf(m->name, sizeof m->name, "%.*s", (int)name.len, name.ptr);
+    load_chat_template(m);
+    *out = m;
+    return 0;
+error:
+    engine_model_close(m);
+    return -1;
+}
+
+void engine_model_close(engine_model *m)
+{
+    if (m == NULL)
+        return;
+    tokenizer_free(m->tok);
+    llama_model_free(m->llama);
+    gguf_close(m->file);
+    free(m->chat_template);
+    free(m->default_system);
+    free(m);
+}
+
+engine_model_info engine_model_get_info(const engine_model *m)
+{
+    const llama_hparams *hp = &m->llama->hp;
+    const struct tensor_type_info *wt = tensor_type_info(m->llama->layers[0].w_gate.type);
+    return (engine_model_info){
+        .arch = hp->arch,
+        .name = m->name,
+        .n_vocab = hp->n_vocab,
+        .n_ctx_train = hp->n_ctx_train,
+        .dim = hp->dim,
+        .n_layers = hp->n_layers,
+        .n_heads = hp->n_heads,
+        .n_kv_heads = hp->n_kv_heads,
+        .ffn_dim = hp->ffn_dim,
+        .weight_type = wt ? wt->name : "?",
+        .file_bytes = m->file->size,
+        .weight_bytes_per_token = llama_model_weight_bytes(m->llama),
+        .chat_family = m->chat_family,
+        .chat_template_known = m->chat_template_known,
+    };
+}
+
+/* ---- text ------------------------------------------------------------------------- */
+
+int engine_tokenize(const engine_model *m, const char *text, size_t len, bool add_bos,
+                    bool parse_special, int32_t *ids, int cap)
+{
+    return tokenizer_encode(m->tok, text, len, add_bos, parse_special, ids, cap);
+}
+
+bool engine_adds_bos(const engine_model *m) { return tokenizer_adds_bos(m->tok); }
+int engine_n_vocab(const engine_model *m) { return m->llama->hp.n_vocab; }
+bool engine_is_eog(const engine_model *m, int32_t id) { return tokenizer_is_eog(m->tok, id); }
+
+int engine_token_text(const engine_model *m, int32_t id, char *buf, int cap)
+{
+    return tokenizer_token_bytes(m->tok, id, false, buf, cap);
+}
+
+char *engine_render_chat(const engine_model *m, const chat_message *msgs, size_t n, bool add_assistant)
+{
+    const char *bos = tokenizer_piece(m->tok, tokenizer_bos(m->tok));
+    const char *eos = tokenizer_piece(m->tok, tokenizer_eos(m->tok));
+    bool has_system = false;
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].role && !strcmp(msgs[i].role, "system"))
+            has_system = true;
+    if (has_system || m->default_system == NULL)
+        return chat_template_render(m->chat_family, msgs, n, add_assistant, bos, eos);
+    chat_message *with_system = malloc((n + 1) * sizeof *with_system);
+    if (with_system == NULL)
+        return NULL;
+    with_system[0] = (chat_message){"system", m->default_system};
+    memcpy(with_system + 1, msgs, n * sizeof *msgs);
+    char *out = chat_template_render(m->chat_family, with_system, n + 1, add_assistant, bos, eos);
+    free(with_system);
+    return out;
+}
+
+/* ---- sessions --------------------------------------------------------------------- */
+
+engine_session *engine_session_create(engine_model *m, const engine_session_options *opt)
+{
+    engine_session_options o = opt ? *opt : (engine_session_options){0};
+    if (o.n_ctx <= 0)
+        o.n_ctx = m->llama->hp.n_ctx_train < 2048 ? m->llama->hp.n_ctx_train : 2048;
+    if (o.n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        o.n_threads = n > 0 ? (int)n : 1;
+    }
+    if (o.n_batch <= 0)
+        o.n_batch = 256;
+    engine_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->model = m;
+    s->state = llama_state_create(m->llama, o.n_ctx, o.n_batch, o.n_threads);
+    s->history = malloc(sizeof(int32_t) * (size_t)o.n_ctx);
+    s->logits = malloc(sizeof(float) * (size_t)m->llama->hp.n_vocab);
+    if (!s->state || !s->history || !s->logits) {
+        engine_session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void engine_session_free(engine_session *s)
+{
+    if (s == NULL)
+        return;
+    llama_state_free(s->state);
+    free(s->history);
+    free(s->logits);
+    free(s);
+}
+
+int engine_session_n_ctx(const engine_session *s) { return llama_state_n_ctx(s->state); }
+
+void engine_session_reset(engine_session *s) { llama_state_truncate(s->state, 0); }
+
+int engine_session_eval(engine_session *s, const int32_t *ids, int n, float *logits,
+                        bool all_logits, char *err, size_t errsz)
+{
+    int n_past = llama_state_n_past(s->state), n_ctx = llama_state_n_ctx(s->state);
+    int V = s->model->llama->hp.n_vocab;
+    if (n <= 0)
+        return fail(err, errsz, "nothing to evaluate");
+    if (n > n_ctx - n_past)
+        return fail(err, errsz, "%d tokens do not fit: %d of the context's %d positions are used",
+                    n, n_past, n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return fail(err, errsz, "token id %d is out of range (vocabulary %d)", ids[i], V);
+    if (llama_forward(s->state, ids, n, logits, all_logits))
+        return fail(err, errsz, "forward pass failed");
+    memcpy(s->history + n_past, ids, sizeof(int32_t) * (size_t)n);
+    return 0;
+}
+
+/* ---- generation ------------------------------------------------------------------- */
+
+engine_gen_params engine_default_gen_params(void)
+{
+    engine_gen_params p;
+    memset(&p, 0, sizeof p);
+    p.sampling = sampler_default_params();
+    p.max_tokens = 256;
+    return p;
+}
+
+const char *engine_finish_name(enum engine_finish f)
+{
+    switch (f) {
+    case ENGINE_FINISH_STOP: return "stop";
+    case ENGINE_FINISH_LENGTH: return "length";
+    case ENGINE_FINISH_CANCELLED: return "cancelled";
+    }
+    return "?";
+}
+
+/* Generated text with stop strings: text is released to the callback only up to the
+ * point where no stop string could still begin, so a stop string split over several
+ * tokens is never shown. */
+typedef struct text_stream {
+    char *buf;
+    size_t len, cap, emitted;
+    const char *const *stop;
+} text_stream;
+
+static int text_append(text_stream *ts, const char *bytes, size_t n)
+{
+    if (ts->len + n + 1 > ts->cap) {
+        size_t cap = (ts->cap ? ts->cap * 2 : 256) + n;
+        char *buf = realloc(ts->buf, cap);
+        if (buf == NULL)
+            return -1;
+        ts->buf = buf;
+        ts->cap = cap;
+    }
+    memcpy(ts->buf + ts->len, bytes, n);
+    ts->len += n;
+    ts->buf[ts->len] = '\0';
+    return 0;
+}
+
+/* Where the first stop string starts (searching only text added since `from`), or -1. */
+static long find_stop(const text_stream *ts, size_t added)
+{
+    long best = -1;
+    for (int i = 0; i < ENGINE_MAX_STOP && ts->stop[i]; i++) {
+        size_t sl = strlen(ts->stop[i]);
+        if (sl == 0) continue;
+        size_t start = ts->len - added >= sl ? ts->len - added - sl + 1 : 0;
+        char *hit = memmem(ts->buf + start, ts->len - start, ts->stop[i], sl);
+        if (hit && (best < 0 || hit - ts->buf < best))
+            best = hit - ts->buf;
+    }
+    return best;
+}
+
+/* Bytes at the end of the text that are a proper prefix of some stop string. */
+static size_t stop_prefix_held(const text_stream *ts)
+{
+    size_t held = 0;
+    for (int i = 0; i < ENGINE_MAX_STOP && ts->stop[i]; i++) {
+        size_t sl = strlen(ts->stop[i]);
+        for (size_t k = sl > 0 ? sl - 1 : 0; k > held; k--)
+            if (k <= ts->len && !memcmp(ts->buf + ts->len - k, ts->stop[i], k)) {
+                held = k;
+                break;
+            }
+    }
+    return held;
+}
+
+static int eval_next(engine_session *s, int32_t id, char *err, size_t errsz)
+{
+    return engine_session_eval(s, &id, 1, s->logits, false, err, errsz);
+}
+
+/* Evaluates the part of the prompt that is not already cached. */
+static int prefill(engine_session *s, const int32_t *prompt, int n_prompt, int *n_cached,
+                   char *err, size_t errsz)
+{
+    int n_past = llama_state_n_past(s->state), common = 0;
+    while (common < n_past && common < n_prompt && s->history[common] == prompt[common])
+        common++;
+    if (common == n_prompt)
+        common--;  /* the last prompt token must be run again to get its logits */
+    llama_state_truncate(s->state, common);
+    *n_cached = common;
+    return engine_session_eval(s, prompt + common, n_prompt - common, s->logits, false, err, errsz);
+}
+
+/* Sends text[emitted..upto) to the callback with the token that produced it. */
+static bool emit(text_stream *ts, size_t upto, int32_t id, const sample_result *sr,
+                 engine_token_fn on_token, void *user)
+{
+    engine_token_event ev = {id, ts->buf ? ts->buf + ts->emitted : "", (int)(upto - ts->emitted), sr};
+    ts->emitted = upto;
+    return on_token ? on_token(&ev, user) : true;
+}
+
+int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
+                    const engine_gen_params *params, engine_token_fn on_token, void *user,
+                    engine_gen_result *r, char *err, size_t errsz)
+{
+    memset(r, 0, sizeof *r);
+    int n_ctx = llama_state_n_ctx(s->state);
+    if (n_prompt <= 0)
+        return fail(err, errsz, "the prompt is empty");
+    if (n_prompt >= n_ctx)
+        return fail(err, errsz, "the prompt has %d tokens; the context holds %d", n_prompt, n_ctx);
+    sampler *smp = sampler_create(&params->sampling, s->model->llama->hp.n_vocab);
+    int max_new = params->max_tokens > 0 ? params->max_tokens : n_ctx;
+    r->ids = malloc(sizeof(int32_t) * (size_t)(max_new < n_ctx ? max_new : n_ctx));
+    if (smp == NULL || r->ids == NULL) {
+        sampler_free(smp);
+        free(r->ids);
+        r->ids = NULL;
+        return fail(err, errsz, "out of memory");
+    }
+    double t0 = now_seconds();
+    r->n_prompt = n_prompt;
+    if (prefill(s, prompt, n_prompt, &r->n_cached, err, errsz)) {
+        sampler_free(smp);
+        free(r->ids);
+        r->ids = NULL;
+        return -1;
+    }
+    double t1 = now_seconds();
+    text_stream ts = {.stop = params->stop};
+    detok_stream ds = {0};
+    char piece[256];
+    r->finish = ENGINE_FINISH_LENGTH;
+    for (;;) {
+        int n_past = llama_state_n_past(s->state);
+        sample_result sr = sampler_sample(smp, s->logits, s->history, n_past);
+        if (!params->ignore_eos && tokenizer_is_eog(s->model->tok, sr.id)) {
+            r->finish = ENGINE_FINISH_STOP;
+            break;
+        }
+        r->ids[r->n_generated++] = sr.id;
+        int n = detok_stream_push(&ds, s->model->tok, sr.id, piece, sizeof piece);
+        size_t before = ts.len;
+        if (text_append(&ts, piece, (size_t)n)) {
+            r->finish = ENGINE_FINISH_CANCELLED;
+            break;
+        }
+        long stop_at = find_stop(&ts, ts.len - before);
+        if (stop_at >= 0) {
+            ts.len = (size_t)stop_at;
+            emit(&ts, ts.len, sr.id, &sr, on_token, user);
+            r->finish = ENGINE_FINISH_STOP;
+            break;
+        }
+        if (!emit(&ts, ts.len - stop_prefix_held(&ts), sr.id, &sr, on_token, user)) {
+            r->finish = ENGINE_FINISH_CANCELLED;
+            break;
+        }
+        if (r->n_generated >= max_new || n_past + 1 >= n_ctx)
+            break;
+        if (eval_next(s, sr.id, err, errsz)) {
+            r->finish = ENGINE_FINISH_CANCELLED;
+            break;
+        }
+    }
+    if (r->finish != ENGINE_FINISH_STOP || ts.emitted < ts.len) {
+        int n = detok_stream_flush(&ds, piece, sizeof piece);
+        text_append(&ts, piece, (size_t)n);
+        if (ts.emitted < ts.len && r->finish != ENGINE_FINISH_CANCELLED)
+            emit(&ts, ts.len, -1, NULL, on_token, user);  /* held-back text: no new token */
+    }
+    r->prefill_seconds = t1 - t0;
+    r->decode_seconds = now_seconds() - t1;
+    r->text = ts.buf ? ts.buf : calloc(1, 1);
+    r->text_len = ts.len;
+    sampler_free(smp);
+    return 0;
+}
+
+void engine_gen_result_free(engine_gen_result *r)
+{
+    free(r->ids);
+    free(r->text);
+    r->ids = NULL;
+    r->text = NULL;
+}

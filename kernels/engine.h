@@ -1,0 +1,166 @@
+/* engine.h - Citadel's inference engine: the one header the services include.
+ *
+ * The engine loads a GGUF model (weights stay memory-mapped), tokenizes text, renders
+ * chat messages with the model's template, and generates tokens with sampling and
+ * stop conditions. It knows nothing of services, sockets or protobuf.
+ *
+ * Objects and their lifetimes:
+ *   engine_model    weights + tokenizer + chat template; read-only once open, so one
+ *                   model may serve many sessions (on different threads).
+ *   engine_session  one sequence: its KV cache, thread pool and token history. A
+ *                   session remembers the tokens in its cache, so a new prompt that
+ *                   begins with them (a multi-turn chat) only computes the new part.
+ *
+ * A typical use:
+ *   engine_model_open(&m, path, err, sizeof err);
+ *   s = engine_session_create(m, &(engine_session_options){.n_ctx = 2048, .n_threads = 2});
+ *   n = engine_tokenize(m, text, len, engine_adds_bos(m), false, ids, cap);
+ *   engine_generate(s, ids, n, &params, on_token, user, &result, err, sizeof err);
+ */
+#ifndef CITADEL_ENGINE_H
+#define CITADEL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf/gguf.h"
+#include "sample/sample.h"
+#include "tokenizer/chat_template.h"
+
+#define ENGINE_VERSION "0.1.0"
+
+typedef struct engine_model engine_model;
+typedef struct engine_session engine_session;
+
+/* ---- models ----------------------------------------------------------------------- */
+
+/* Opens and validates the model at path. Returns 0, or -1 with a message in err naming
+ * the problem (unreadable file, corrupt GGUF, missing key, unsupported type, ...). */
+int engine_model_open(engine_model **out, const char *path, char *err, size_t errsz);
+void engine_model_close(engine_model *m);
+
+typedef struct engine_model_info {
+    const char *arch;          /* "llama", "qwen2", ... */
+    const char *name;          /* general.name, or "" */
+    int n_vocab, n_ctx_train, dim, n_layers, n_heads, n_kv_heads, ffn_dim;
+    const char *weight_type;   /* type of the largest weights, e.g. "Q4_1" */
+    size_t file_bytes;
+    size_t weight_bytes_per_token;  /* weight bytes one decode step reads */
+    enum chat_family chat_family;
+    bool chat_template_known;
+} engine_model_info;
+
+engine_model_info engine_model_get_info(const engine_model *m);
+
+/* ---- text ------------------------------------------------------------------------- */
+
+/* Tokenizes text[0..len) into ids (cap entries). Returns the full count (which may
+ * exceed cap), or -1 on error. parse_special lets control-token texts such as
+ * "<|im_start|>" in the text become those tokens. */
+int engine_tokenize(const engine_model *m, const char *text, size_t len, bool add_bos,
+                    bool parse_special, int32_t *ids, int cap);
+/* Whether prompts of this model start with BOS (tokenizer.ggml.add_bos_token). */
+bool engine_adds_bos(const engine_model *m);
+int engine_n_vocab(const engine_model *m);
+bool engine_is_eog(const engine_model *m, int32_t id);
+/* The text of one token (raw bytes; possibly part of a UTF-8 character). Returns the
+ * byte count (which may exceed cap), or -1 for a bad id. */
+int engine_token_text(const engine_model *m, int32_t id, char *buf, int cap);
+
+/* Renders messages with the model's chat template (see chat_template.h), adding the
+ * template's default system prompt where it has one, and the assistant header when
+ * add_assistant. Returns a malloc'd string or NULL. */
+char *engine_render_chat(const engine_model *m, const chat_message *msgs, size_t n, bool add_assistant);
+
+/* ---- sessions --------------------------------------------------------------------- */
+
+typedef struct engine_session_options {
+    int n_ctx;      /* positions in the KV cache; 0 -> min(2048, training context) */
+    int n_threads;  /* 0 -> the number of online CPUs */
+    int n_batch;    /* prompt tokens per forward chunk; 0 -> 256 */
+} engine_session_options;
+
+/* NULL on allocation failure. */
+engine_session *engine_session_create(engine_model *m, const engine_session_options *opt);
+void engine_session_free(engine_session *s);
+int engine_session_n_ctx(const engine_session *s);
+/* Forget the cached tokens. */
+void engine_session_reset(engine_session *s);
+
+/* Low-level: appends ids to the sequence and computes their logits (n*V floats when
+ * all_logits, else V for the last one). Returns 0, or -1 with a message. */
+int engine_session_eval(engine_session *s, const int32_t *ids, int n, float *logits,
+                        bool all_logits, char *err, size_t errsz);
+
+/* ---- generation ------------------------------------------------------------------- */
+
+#define ENGINE_MAX_STOP 8
+
+typedef struct engine_gen_params {
+    sampler_params sampling;
+    int max_tokens;                          /* <= 0: until the context is full */
+    const char *stop[ENGINE_MAX_STOP];       /* stop strings, NULL-terminated list */
+    bool ignore_eos;                         /* benchmarks: keep going past EOS */
+} engine_gen_params;
+
+engine_gen_params engine_default_gen_params(void);
+
+enum engine_finish {
+    ENGINE_FINISH_STOP = 0,   /* end-of-generation token or a stop string */
+    ENGINE_FINISH_LENGTH,     /* max_tokens or the context filled */
+    ENGINE_FINISH_CANCELLED,  /* the callback asked to stop */
+};
+const char *engine_finish_name(enum engine_finish f);   /* "stop", "length", "cancelled" */
+
+/* Handed to the callback once per generated token. `text` holds the newly complete,
+ * valid UTF-8 text that may be shown (it may be empty while a multi-byte character or
+ * a possible stop string is pending). */
+typedef struct engine_token_event {
+    int32_t id;
+    const char *text;
+    int text_len;
+    const sample_result *sample;   /* logprob and top alternatives */
+} engine_token_event;
+
+/* Return false to stop generating (client went away, deadline passed). */
+typedef bool (*engine_token_fn)(const engine_token_event *ev, void *user);
+
+typedef struct engine_gen_result {
+    enum engine_finish finish;
+    int n_prompt;           /* prompt tokens */
+    int n_cached;           /* of which were already in the session's cache */
+    int n_generated;
+    int32_t *ids;           /* generated ids (n_generated), malloc'd */
+    char *text;             /* generated text, stop string excluded, malloc'd */
+    size_t text_len;
+    double prefill_seconds, decode_seconds;
+} engine_gen_result;
+
+/* Generates after prompt[0..n_prompt). on_token may be NULL. Returns 0 (result filled;
+ * free it with engine_gen_result_free), or -1 with a message (prompt too long for the
+ * context, bad id, out of memory). */
+int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
+                    const engine_gen_params *params, engine_token_fn on_token, void *user,
+                    engine_gen_result *result, char *err, size_t errsz);
+void engine_gen_result_free(engine_gen_result *r);
+
+/* ---- benchmarks and tests ----------------------------------------------------------- */
+
+/* The shape of a model: used to write random-weight models for benchmarks. */
+typedef struct engine_model_shape {
+    const char *name;
+    int n_vocab, dim, n_layers, n_heads, n_kv_heads, ffn_dim, n_ctx;
+    bool tied_embeddings;
+} engine_model_shape;
+
+/* The shape named "smollm2-135m" or "tinyllama-1.1b", or NULL. */
+const engine_model_shape *engine_shape_by_name(const char *name);
+
+/* Writes a llama-architecture GGUF of the given shape with random weights of `type`
+ * (norms F32) and a byte-level SentencePiece vocabulary, so that it loads, tokenizes
+ * and runs like a real model. Returns 0, or -1 with a message. */
+int engine_write_random_model(const char *path, const engine_model_shape *shape,
+                              enum tensor_type type, uint64_t seed, char *err, size_t errsz);
+
+#endif

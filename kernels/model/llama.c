@@ -1,0 +1,576 @@
+/* llama.c - loading and running a llama-family transformer (see llama.h).
+ *
+ * The forward pass for a chunk of T tokens, read top to bottom in llama_forward():
+ *
+ *   x = embed(tokens)                                   (T, C)
+ *   for each layer:
+ *     xn = rmsnorm(x) * attn_norm
+ *     q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv)
+ *     rope(q, k) at positions n_past..n_past+T-1; append k, v to the cache
+ *     a = causal softmax(q k^T / sqrt(HS)) v   (grouped: NH/NKV query heads per kv head)
+ *     x += a Wo^T
+ *     xn = rmsnorm(x) * ffn_norm
+ *     x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
+ *   logits = rmsnorm(x) * output_norm  Wout^T
+ *
+ * The matrix products (cpu/matmul.h) take nearly all the time; they see the whole
+ * chunk at once so prefill is matrix-matrix, not one token at a time.
+ */
+#include "model/llama.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/matmul.h"
+#include "cpu/quant.h"
+
+/* ---- loading ---------------------------------------------------------------------- */
+
+/* Writes the message into err and returns -1, so a check reads `return fail(...)`. */
+static int fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errsz, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errsz, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool arch_key_u64(const gguf_file *f, const char *arch, const char *suffix, uint64_t *out)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return gguf_get_u64(f, key, out);
+}
+
+static bool arch_key_f64(const gguf_file *f, const char *arch, const char *suffix, double *out)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return gguf_get_f64(f, key, out);
+}
+
+static bool arch_supported(const char *arch)
+{
+    return !strcmp(arch, "llama") || !strcmp(arch, "mistral") || !strcmp(arch, "qwen2");
+}
+
+/* A required positive integer <arch>.<suffix> that fits an int. */
+static int read_dim(const gguf_file *f, const char *arch, const char *suffix, int *out,
+                    char *err, size_t errsz)
+{
+    uint64_t v;
+    if (!arch_key_u64(f, arch, suffix, &v))
+        return fail(err, errsz, "model lacks metadata key '%s.%s'", arch, suffix);
+    if (v == 0 || v > (1u << 24))
+        return fail(err, errsz, "metadata key '%s.%s' has an implausible value %llu", arch, suffix,
+                    (unsigned long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int read_hparams(llama_hparams *hp, const gguf_file *f, char *err, size_t errsz)
+{
+    gguf_str arch;
+    if (!gguf_get_str(f, "general.architecture", &arch))
+        return fail(err, errsz, "model lacks metadata key 'general.architecture'");
+    if (arch.len >= sizeof hp->arch) arch.len = sizeof hp->arch - 1;
+    memcpy(hp->arch, arch.ptr, arch.len);
+    hp->arch[arch.len] = '\0';
+    if (!arch_supported(hp->arch))
+        return fail(err, errsz, "unsupported architecture '%s' (llama, mistral and qwen2 are)",
+                    hp->arch);
+
+    const char *a = hp->arch;
+    if (read_dim(f, a, "embedding_length", &hp->dim, err, errsz) ||
+        read_dim(f, a, "block_count", &hp->n_layers, err, errsz) ||
+        read_dim(f, a, "feed_forward_length", &hp->ffn_dim, err, errsz) ||
+        read_dim(f, a, "attention.head_count", &hp->n_heads, err, errsz))
+        return -1;
+    uint64_t v;
+    hp->n_kv_heads = arch_key_u64(f, a, "attention.head_count_kv", &v) ? (int)v : hp->n_heads;
+    hp->head_dim = hp->dim / hp->n_heads;
+    if (arch_key_u64(f, a, "attention.key_length", &v)) hp->head_dim = (int)v;
+    hp->n_ctx_train = arch_key_u64(f, a, "context_length", &v) ? (int)v : 2048;
+    hp->n_rot = arch_key_u64(f, a, "rope.dimension_count", &v) ? (int)v : hp->head_dim;
+
+    double d;
+    hp->rms_eps = arch_key_f64(f, a, "attention.layer_norm_rms_epsilon", &d) ? (float)d : 1e-5f;
+    hp->rope_base = arch_key_f64(f, a, "rope.freq_base", &d) ? (float)d : 10000.0f;
+    hp->rope_pos_scale = 1.0f;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    gguf_str scaling;
+    bool has_scaling_type = gguf_get_str(f, key, &scaling);
+    if (arch_key_f64(f, a, "rope.scaling.factor", &d) && d > 0 &&
+        (!has_scaling_type || gguf_str_eq(scaling, "linear")))
+        hp->rope_pos_scale = (float)(1.0 / d);
+    else if (arch_key_f64(f, a, "rope.scale_linear", &d) && d > 0)
+        hp->rope_pos_scale = (float)(1.0 / d);
+    if (has_scaling_type && !gguf_str_eq(scaling, "linear") && !gguf_str_eq(scaling, "none"))
+        fprintf(stderr, "warning: rope scaling type '%.*s' is not applied (positions used as they are)\n",
+                (int)scaling.len, scaling.ptr);
+    hp->rope_mode = !strcmp(a, "qwen2") ? ROPE_NEOX : ROPE_NORMAL;
+
+    if (hp->n_kv_heads <= 0 || hp->n_heads % hp->n_kv_heads != 0) {
+        snprintf(err, errsz, "head_count %d is not a multiple of head_count_kv %d", hp->n_heads,
+                 hp->n_kv_heads);
+        return -1;
+    }
+    if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->n_rot > hp->head_dim || hp->n_rot % 2) {
+        snprintf(err, errsz, "bad head size %d / rope dimensions %d", hp->head_dim, hp->n_rot);
+        return -1;
+    }
+    return 0;
+}
+
+/* Finds a 2-D weight of shape (rows, cols) in a type the kernels handle. */
+static int load_weight(llama_weight *w, const gguf_file *f, const char *name, int rows, int cols,
+                       char *err, size_t errsz)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (t == NULL)
+        return fail(err, errsz, "model lacks tensor '%s'", name);
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1) {
+        snprintf(err, errsz, "tensor '%s' has shape [%lld, %lld], expected [%d, %d]", name,
+                 (long long)t->ne[0], (long long)t->ne[1], cols, rows);
+        return -1;
+    }
+    const struct tensor_type_info *info = tensor_type_info(t->type);
+    if (info == NULL || !info->supported) {
+        snprintf(err, errsz, "tensor '%s' has type %s, which the engine does not compute with",
+                 name, info ? info->name : "unknown");
+        return -1;
+    }
+    w->data = t->data;
+    w->type = t->type;
+    w->rows = rows;
+    w->cols = cols;
+    return 0;
+}
+
+/* A 1-D vector of n values (norms, biases), converted to f32 and owned by the model. */
+static int load_vector(float **out, const gguf_file *f, const char *name, int n, bool optional,
+                       char *err, size_t errsz)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    *out = NULL;
+    if (t == NULL)
+        return optional ? 0 : fail(err, errsz, "model lacks tensor '%s'", name);
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        snprintf(err, errsz, "tensor '%s' has %lld values, expected %d", name, (long long)t->ne[0], n);
+        return -1;
+    }
+    if (t->type != TENSOR_F32 && t->type != TENSOR_F16 && t->type != TENSOR_BF16)
+        return fail(err, errsz, "tensor '%s' must be F32, F16 or BF16 (type %d)", name, (int)t->type);
+    *out = malloc(sizeof(float) * (size_t)n);
+    if (*out == NULL)
+        return fail(err, errsz, "out of memory loading '%s'", name);
+    dequantize_row(t->type, t->data, *out, n);
+    return 0;
+}
+
+static int load_layer(llama_layer *l, const gguf_file *f, const llama_hparams *hp, int i,
+                      char *err, size_t errsz)
+{
+    int C = hp->dim, QD = hp->n_heads * hp->head_dim, KD = hp->n_kv_heads * hp->head_dim;
+    char n[16][96];
+    const char *names[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                           "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                           "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+    for (int j = 0; j < 12; j++)
+        snprintf(n[j], sizeof n[j], "blk.%d.%s", i, names[j]);
+    if (gguf_find_tensor(f, n[9]) == NULL) {
+        char moe[96];
+        snprintf(moe, sizeof moe, "blk.%d.ffn_gate_exps.weight", i);
+        if (gguf_find_tensor(f, moe))
+            return fail(err, errsz, "mixture-of-experts layers are not supported (%s)", moe);
+    }
+    return load_vector(&l->attn_norm, f, n[0], C, false, err, errsz) ||
+           load_weight(&l->wq, f, n[1], QD, C, err, errsz) ||
+           load_weight(&l->wk, f, n[2], KD, C, err, errsz) ||
+           load_weight(&l->wv, f, n[3], KD, C, err, errsz) ||
+           load_weight(&l->wo, f, n[4], C, QD, err, errsz) ||
+           load_vector(&l->bq, f, n[5], QD, true, err, errsz) ||
+           load_vector(&l->bk, f, n[6], KD, true, err, errsz) ||
+           load_vector(&l->bv, f, n[7], KD, true, err, errsz) ||
+           load_vector(&l->ffn_norm, f, n[8], C, false, err, errsz) ||
+           load_weight(&l->w_gate, f, n[9], hp->ffn_dim, C, err, errsz) ||
+           load_weight(&l->w_up, f, n[10], hp->ffn_dim, C, err, errsz) ||
+           load_weight(&l->w_down, f, n[11], C, hp->ffn_dim, err, errsz)
+               ? -1 : 0;
+}
+
+static int load_vocab_size(llama_hparams *hp, const gguf_file *f, char *err, size_t errsz)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, "token_embd.weight");
+    if (t == NULL)
+        return fail(err, errsz, "model lacks tensor 'token_embd.weight'");
+    if (t->ne[1] <= 0 || t->ne[1] > (1 << 24))
+        return fail(err, errsz, "tensor 'token_embd.weight' has an implausible vocabulary %lld",
+                    (long long)t->ne[1]);
+    hp->n_vocab = (int)t->ne[1];
+    return 0;
+}
+
+int llama_model_load(llama_model **out, const gguf_file *f, char *err, size_t errsz)
+{
+    *out = NULL;
+    llama_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return fail(err, errsz, "out of memory");
+    llama_hparams *hp = &m->hp;
+    if (read_hparams(hp, f, err, errsz) || load_vocab_size(hp, f, err, errsz))
+        goto error;
+    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
+    if (m->layers == NULL) {
+        fail(err, errsz, "out of memory");
+        goto error;
+    }
+    if (load_weight(&m->tok_embd, f, "token_embd.weight", hp->n_vocab, hp->dim, err, errsz) ||
+        load_vector(&m->output_norm, f, "output_norm.weight", hp->dim, false, err, errsz))
+        goto error;
+    hp->tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    if (hp->tied_embeddings)
+        m->output = m->tok_embd;
+    else if (load_weight(&m->output, f, "output.weight", hp->n_vocab, hp->dim, err, errsz))
+        goto error;
+    if (load_vector(&m->rope_freq_factors, f, "rope_freqs.weight", hp->n_rot / 2, true, err, errsz))
+        goto error;
+    for (int i = 0; i < hp->n_layers; i++)
+        if (load_layer(&m->layers[i], f, hp, i, err, errsz))
+            goto error;
+    *out = m;
+    return 0;
+error:
+    llama_model_free(m);
+    return -1;
+}
+
+void llama_model_free(llama_model *m)
+{
+    if (m == NULL)
+        return;
+    for (int i = 0; m->layers && i < m->hp.n_layers; i++) {
+        llama_layer *l = &m->layers[i];
+        free(l->attn_norm);
+        free(l->ffn_norm);
+        free(l->bq);
+        free(l->bk);
+        free(l->bv);
+    }
+    free(m->layers);
+    free(m->output_norm);
+    free(m->rope_freq_factors);
+    free(m);
+}
+
+static size_t weight_bytes(const llama_weight *w)
+{
+    return tensor_row_bytes(w->type, w->cols) * (size_t)w->rows;
+}
+
+size_t llama_model_weight_bytes(const llama_model *m)
+{
+    size_t total = weight_bytes(&m->output);
+    for (int i = 0; i < m->hp.n_layers; i++) {
+        const llama_layer *l = &m->layers[i];
+        total += weight_bytes(&l->wq) + weight_bytes(&l->wk) + weight_bytes(&l->wv) +
+                 weight_bytes(&l->wo) + weight_bytes(&l->w_gate) + weight_bytes(&l->w_up) +
+                 weight_bytes(&l->w_down);
+    }
+    return total;
+}
+
+/* ---- state ------------------------------------------------------------------------ */
+
+struct llama_state {
+    const llama_model *m;
+    threadpool *pool;
+    int n_ctx, max_batch, n_past;
+    float *key_cache;    /* (L, n_ctx, NKV*HS) */
+    float *value_cache;  /* (L, n_ctx, NKV*HS) */
+    /* activations of one chunk, each (max_batch, width) */
+    float *x, *xn, *q, *k, *v, *att, *gate, *up;
+    float *scores;       /* (n_threads, n_ctx) attention weights, one row per thread */
+    float *rope_cos, *rope_sin;  /* (max_batch, n_rot/2) */
+};
+
+llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, int n_threads)
+{
+    const llama_hparams *hp = &m->hp;
+    if (n_ctx <= 0 || max_batch <= 0 || n_threads <= 0)
+        return NULL;
+    llama_state *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    size_t B = (size_t)max_batch, kvd = (size_t)hp->n_kv_heads * hp->head_dim;
+    size_t qd = (size_t)hp->n_heads * hp->head_dim;
+    size_t wide = (size_t)hp->dim > qd ? (size_t)hp->dim : qd;
+    s->pool = threadpool_create(n_threads);
+    s->key_cache = malloc(sizeof(float) * (size_t)hp->n_layers * n_ctx * kvd);
+    s->value_cache = malloc(sizeof(float) * (size_t)hp->n_layers * n_ctx * kvd);
+    s->x = malloc(sizeof(float) * B * hp->dim);
+    s->xn = malloc(sizeof(float) * B * wide);
+    s->q = malloc(sizeof(float) * B * qd);
+    s->k = malloc(sizeof(float) * B * kvd);
+    s->v = malloc(sizeof(float) * B * kvd);
+    s->att = malloc(sizeof(float) * B * qd);
+    s->gate = malloc(sizeof(float) * B * hp->ffn_dim);
+    s->up = malloc(sizeof(float) * B * hp->ffn_dim);
+    s->scores = malloc(sizeof(float) * (size_t)n_threads * n_ctx);
+    s->rope_cos = malloc(sizeof(float) * B * (hp->n_rot / 2));
+    s->rope_sin = malloc(sizeof(float) * B * (hp->n_rot / 2));
+    if (!s->pool || !s->key_cache || !s->value_cache || !s->x || !s->xn || !s->q || !s->k ||
+        !s->v || !s->att || !s->gate || !s->up || !s->scores || !s->rope_cos || !s->rope_sin) {
+        llama_state_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void llama_state_free(llama_state *s)
+{
+    if (s == NULL)
+        return;
+    threadpool_free(s->pool);
+    free(s->key_cache);
+    free(s->value_cache);
+    free(s->x);
+    free(s->xn);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->gate);
+    free(s->up);
+    free(s->scores);
+    free(s->rope_cos);
+    free(s->rope_sin);
+    free(s);
+}
+
+int llama_state_n_ctx(const llama_state *s) { return s->n_ctx; }
+int llama_state_n_past(const llama_state *s) { return s->n_past; }
+threadpool *llama_state_pool(llama_state *s) { return s->pool; }
+
+void llama_state_truncate(llama_state *s, int n_past)
+{
+    if (n_past >= 0 && n_past < s->n_past)
+        s->n_past = n_past;
+}
+
+/* ---- layers ----------------------------------------------------------------------- */
+
+/* out (T, C) = x / rms(x) * w, per token. */
+static void rmsnorm_forward(float *out, const float *x, const float *w, int T, int C, float eps)
+{
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * C;
+        float *ot = out + (size_t)t * C;
+        double ss = 0.0;  /* double: C terms of varying size, cheap next to the matmuls */
+        for (int i = 0; i < C; i++)
+            ss += (double)xt[i] * xt[i];
+        float scale = (float)(1.0 / sqrt(ss / C + eps));
+        for (int i = 0; i < C; i++)
+            ot[i] = xt[i] * scale * w[i];
+    }
+}
+
+static void add_bias(float *x, const float *b, int T, int n)
+{
+    if (b == NULL)
+        return;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++)
+            x[(size_t)t * n + i] += b[i];
+}
+
+/* cos/sin (T, n_rot/2) of the rotation angles for positions pos0.. . Dimension pair i
+ * turns by pos * base^(-2i/n_rot), divided by the llama3 frequency factor if any. */
+static void rope_tables(llama_state *s, int pos0, int T)
+{
+    const llama_hparams *hp = &s->m->hp;
+    int half = hp->n_rot / 2;
+    for (int t = 0; t < T; t++) {
+        float pos = (float)(pos0 + t) * hp->rope_pos_scale;
+        for (int i = 0; i < half; i++) {
+            float freq = powf(hp->rope_base, -2.0f * (float)i / (float)hp->n_rot);
+            if (s->m->rope_freq_factors)
+                freq /= s->m->rope_freq_factors[i];
+            float angle = pos * freq;
+            s->rope_cos[(size_t)t * half + i] = cosf(angle);
+            s->rope_sin[(size_t)t * half + i] = sinf(angle);
+        }
+    }
+}
+
+/* Rotates the first n_rot dims of each of the n_heads heads of x (T, n_heads*HS).
+ * Normal mode turns adjacent pairs (2i, 2i+1); NeoX mode pairs i with i + n_rot/2. */
+static void rope_forward(llama_state *s, float *x, int T, int n_heads)
+{
+    const llama_hparams *hp = &s->m->hp;
+    int half = hp->n_rot / 2, HS = hp->head_dim;
+    for (int t = 0; t < T; t++) {
+        const float *cs = s->rope_cos + (size_t)t * half, *sn = s->rope_sin + (size_t)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * HS;
+            for (int i = 0; i < half; i++) {
+                int a = hp->rope_mode == ROPE_NEOX ? i : 2 * i;
+                int b = hp->rope_mode == ROPE_NEOX ? i + half : 2 * i + 1;
+                float x0 = v[a], x1 = v[b];
+                v[a] = x0 * cs[i] - x1 * sn[i];
+                v[b] = x0 * sn[i] + x1 * cs[i];
+            }
+        }
+    }
+}
+
+/* Attention of one (token, head) pair over the cache, written to s->att. */
+typedef struct attention_job {
+    llama_state *s;
+    int layer, T, pos0;
+} attention_job;
+
+static void attention_task(void *ctx, int task, int n_tasks, int thread)
+{
+    (void)n_tasks;
+    attention_job *job = ctx;
+    llama_state *s = job->s;
+    const llama_hparams *hp = &s->m->hp;
+    int NH = hp->n_heads, HS = hp->head_dim, kvd = hp->n_kv_heads * HS;
+    int t = task / NH, h = task % NH, kvh = h / (NH / hp->n_kv_heads);
+    int n_keys = job->pos0 + t + 1;  /* causal: this token and every one before it */
+    const float *q = s->q + ((size_t)t * NH + h) * HS;
+    const float *keys = s->key_cache + (size_t)job->layer * s->n_ctx * kvd + (size_t)kvh * HS;
+    const float *values = s->value_cache + (size_t)job->layer * s->n_ctx * kvd + (size_t)kvh * HS;
+    float *scores = s->scores + (size_t)thread * s->n_ctx;
+    float scale = 1.0f / sqrtf((float)HS), max = -INFINITY;
+    for (int p = 0; p < n_keys; p++) {
+        const float *k = keys + (size_t)p * kvd;
+        float dot = 0.0f;
+        for (int i = 0; i < HS; i++)
+            dot += q[i] * k[i];
+        scores[p] = dot * scale;
+        if (scores[p] > max) max = scores[p];
+    }
+    float sum = 0.0f;
+    for (int p = 0; p < n_keys; p++) {
+        scores[p] = expf(scores[p] - max);  /* minus the max: exp never overflows */
+        sum += scores[p];
+    }
+    float *out = s->att + ((size_t)t * NH + h) * HS;
+    memset(out, 0, sizeof(float) * HS);
+    for (int p = 0; p < n_keys; p++) {
+        const float *v = values + (size_t)p * kvd;
+        float w = scores[p] / sum;
+        for (int i = 0; i < HS; i++)
+            out[i] += w * v[i];
+    }
+}
+
+static void attention_forward(llama_state *s, int layer, int T, int pos0)
+{
+    const llama_hparams *hp = &s->m->hp;
+    size_t kvd = (size_t)hp->n_kv_heads * hp->head_dim;
+    float *kc = s->key_cache + ((size_t)layer * s->n_ctx + pos0) * kvd;
+    float *vc = s->value_cache + ((size_t)layer * s->n_ctx + pos0) * kvd;
+    memcpy(kc, s->k, sizeof(float) * T * kvd);
+    memcpy(vc, s->v, sizeof(float) * T * kvd);
+    attention_job job = {s, layer, T, pos0};
+    threadpool_run(s->pool, attention_task, &job, T * hp->n_heads);
+}
+
+static void swiglu_forward(float *gate, const float *up, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static void residual_add(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+static void mm(llama_state *s, float *y, const float *x, int T, const llama_weight *w)
+{
+    matmul(s->pool, y, x, T, w->data, w->type, w->rows, w->cols);
+}
+
+static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T, int pos0)
+{
+    const llama_hparams *hp = &s->m->hp;
+    int C = hp->dim, QD = hp->n_heads * hp->head_dim, KD = hp->n_kv_heads * hp->head_dim;
+    rmsnorm_forward(s->xn, s->x, l->attn_norm, T, C, hp->rms_eps);
+    mm(s, s->q, s->xn, T, &l->wq);
+    mm(s, s->k, s->xn, T, &l->wk);
+    mm(s, s->v, s->xn, T, &l->wv);
+    add_bias(s->q, l->bq, T, QD);
+    add_bias(s->k, l->bk, T, KD);
+    add_bias(s->v, l->bv, T, KD);
+    rope_forward(s, s->q, T, hp->n_heads);
+    rope_forward(s, s->k, T, hp->n_kv_heads);
+    attention_forward(s, layer, T, pos0);
+    mm(s, s->xn, s->att, T, &l->wo);
+    residual_add(s->x, s->xn, (size_t)T * C);
+
+    rmsnorm_forward(s->xn, s->x, l->ffn_norm, T, C, hp->rms_eps);
+    mm(s, s->gate, s->xn, T, &l->w_gate);
+    mm(s, s->up, s->xn, T, &l->w_up);
+    swiglu_forward(s->gate, s->up, (size_t)T * hp->ffn_dim);
+    mm(s, s->xn, s->gate, T, &l->w_down);
+    residual_add(s->x, s->xn, (size_t)T * C);
+}
+
+/* One chunk of at most max_batch tokens. logits: (T, V) when all_logits else (1, V). */
+static void chunk_forward(llama_state *s, const int32_t *tokens, int T, float *logits, bool all_logits)
+{
+    const llama_model *m = s->m;
+    const llama_hparams *hp = &m->hp;
+    int C = hp->dim, pos0 = s->n_past;
+    size_t row_bytes = tensor_row_bytes(m->tok_embd.type, C);
+    for (int t = 0; t < T; t++)
+        dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + row_bytes * tokens[t],
+                       s->x + (size_t)t * C, C);
+    rope_tables(s, pos0, T);
+    for (int i = 0; i < hp->n_layers; i++)
+        layer_forward(s, &m->layers[i], i, T, pos0);
+    s->n_past += T;
+    if (logits == NULL)
+        return;
+    int first = all_logits ? 0 : T - 1, n_out = T - first;
+    rmsnorm_forward(s->xn, s->x + (size_t)first * C, m->output_norm, n_out, C, hp->rms_eps);
+    mm(s, logits, s->xn, n_out, &m->output);
+}
+
+int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, bool all_logits)
+{
+    int V = s->m->hp.n_vocab;
+    if (n <= 0 || n > s->n_ctx - s->n_past)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return -1;
+    for (int done = 0; done < n;) {
+        int T = n - done < s->max_batch ? n - done : s->max_batch;
+        bool last = done + T == n;
+        float *out = NULL;
+        if (logits && all_logits)
+            out = logits + (size_t)done * V;
+        else if (logits && last)
+            out = logits;
+        chunk_forward(s, tokens + done, T, out, all_logits);
+        done += T;
+    }
+    return 0;
+}

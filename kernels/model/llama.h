@@ -1,0 +1,97 @@
+/* llama.h - the llama-family transformer: weights from a GGUF file and the forward pass.
+ *
+ * One implementation covers llama, mistral, SmolLM (llama with tied embeddings) and
+ * qwen2 (q/k/v biases, NeoX RoPE): they differ only in metadata and optional tensors.
+ * Every shape is read from the metadata and checked against the tensors.
+ *
+ * Notation (as in llm.c): T tokens in a chunk, C model width, NH query heads, NKV
+ * key/value heads, HS head size, F feed-forward width, V vocabulary, L layers.
+ *
+ * A llama_model is read-only once loaded (weights stay in the file mapping) and can be
+ * shared; a llama_state is one sequence's KV cache and scratch, used by one thread of
+ * control at a time (the forward pass itself fans out over the thread pool).
+ */
+#ifndef CITADEL_LLAMA_H
+#define CITADEL_LLAMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/threadpool.h"
+#include "gguf/gguf.h"
+
+enum rope_mode { ROPE_NORMAL = 0, ROPE_NEOX = 1 };
+
+typedef struct llama_hparams {
+    char arch[32];
+    int n_vocab;      /* V */
+    int dim;          /* C */
+    int n_layers;     /* L */
+    int n_heads;      /* NH */
+    int n_kv_heads;   /* NKV (NH for plain multi-head attention) */
+    int head_dim;     /* HS */
+    int ffn_dim;      /* F */
+    int n_ctx_train;  /* the context length the model was trained with */
+    int n_rot;        /* dimensions of each head that RoPE rotates (<= HS) */
+    float rms_eps;
+    float rope_base;        /* rope.freq_base, 10000 when absent */
+    float rope_pos_scale;   /* 1 / rope.scaling.factor for linear scaling, else 1 */
+    enum rope_mode rope_mode;
+    bool tied_embeddings;   /* output projection is token_embd */
+} llama_hparams;
+
+/* A weight matrix (OC, C) in the mapping, in its stored type. */
+typedef struct llama_weight {
+    const void *data;
+    enum tensor_type type;
+    int rows;   /* OC */
+    int cols;   /* C */
+} llama_weight;
+
+typedef struct llama_layer {
+    float *attn_norm;               /* (C) */
+    llama_weight wq, wk, wv, wo;    /* (NH*HS, C), (NKV*HS, C), (NKV*HS, C), (C, NH*HS) */
+    float *bq, *bk, *bv;            /* qwen2 biases, NULL when absent */
+    float *ffn_norm;                /* (C) */
+    llama_weight w_gate, w_up;      /* (F, C) */
+    llama_weight w_down;            /* (C, F) */
+} llama_layer;
+
+typedef struct llama_model {
+    llama_hparams hp;
+    llama_weight tok_embd;          /* (V, C) */
+    float *output_norm;             /* (C) */
+    llama_weight output;            /* (V, C); tok_embd when tied */
+    float *rope_freq_factors;       /* (n_rot/2) llama3-style scaling, NULL when absent */
+    llama_layer *layers;            /* L */
+} llama_model;
+
+/* Reads hyper-parameters and weights from f (which must outlive the model). Returns
+ * 0, or -1 with a message naming the missing key, bad shape or unsupported type. */
+int llama_model_load(llama_model **out, const gguf_file *f, char *err, size_t errsz);
+void llama_model_free(llama_model *m);
+
+/* One sequence: its KV cache (n_ctx positions, f32) and the activations of a chunk of
+ * up to max_batch tokens. */
+typedef struct llama_state llama_state;
+
+/* NULL on allocation failure. */
+llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, int n_threads);
+void llama_state_free(llama_state *s);
+int llama_state_n_ctx(const llama_state *s);
+int llama_state_n_past(const llama_state *s);    /* positions filled in the cache */
+/* Forgets positions >= n_past (n_past <= current): rewind for a new prompt. */
+void llama_state_truncate(llama_state *s, int n_past);
+threadpool *llama_state_pool(llama_state *s);
+
+/* Runs tokens[0..n) at positions n_past.. and appends them to the cache. Writes the
+ * logits (V floats per token) of every token into logits when all_logits, else of the
+ * last token only. logits may be NULL. Returns 0, or -1 when the tokens do not fit the
+ * context or an id is out of range. */
+int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, bool all_logits);
+
+/* Bytes of weights read per generated token (for bandwidth figures). */
+size_t llama_model_weight_bytes(const llama_model *m);
+
+#endif

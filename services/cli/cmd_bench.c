@@ -1,0 +1,178 @@
+/* cmd_bench.c - `citadel bench`: prompt-processing and generation speed, measured the
+ * way llama-bench measures them so the figures compare side by side:
+ *   prompt: a fresh sequence, P random tokens in one batched forward pass -> P / seconds
+ *   gen:    a fresh sequence, G forward passes of one token each        -> G / seconds
+ * each repeated --reps times after one warm-up; the median is printed.
+ *
+ * --model F runs a real file; --shape S --type T writes (once) a random-weight model
+ * of a real shape into var/bench/ and runs that. Output lines are key=value:
+ *   prompt_tokens_per_s=<x>  gen_tokens_per_s=<y>  (and model, threads, peak_rss_mib)
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+
+typedef struct bench_args {
+    const char *model, *shape, *type;
+    long threads, prompt_tokens, gen_tokens, reps;
+} bench_args;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, compare_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static enum tensor_type parse_type(const char *name)
+{
+    static const struct { const char *name; enum tensor_type type; } types[] = {
+        {"f32", TENSOR_F32}, {"f16", TENSOR_F16}, {"bf16", TENSOR_BF16}, {"q8_0", TENSOR_Q8_0},
+        {"q4_0", TENSOR_Q4_0}, {"q4_1", TENSOR_Q4_1}, {"q4_k", TENSOR_Q4_K}, {"q6_k", TENSOR_Q6_K}};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcasecmp(name, types[i].name))
+            return types[i].type;
+    return TENSOR_TYPE_MAX;
+}
+
+/* The path of the random model for shape/type, written if it is not there yet. */
+static char *random_model_path(const bench_args *a)
+{
+    const engine_model_shape *shape = engine_shape_by_name(a->shape);
+    enum tensor_type type = parse_type(a->type ? a->type : "q8_0");
+    if (shape == NULL) {
+        cli_usage_error("bench", "unknown --shape '%s' (smollm2-135m, tinyllama-1.1b)", a->shape);
+        return NULL;
+    }
+    if (type == TENSOR_TYPE_MAX) {
+        cli_usage_error("bench", "unknown --type '%s' (f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q6_k)", a->type);
+        return NULL;
+    }
+    char *path = malloc(512);
+    snprintf(path, 512, "var/bench/%s-%s.gguf", shape->name, tensor_type_info(type)->name);
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return path;
+    mkdir("var", 0755);
+    mkdir("var/bench", 0755);
+    fprintf(stderr, "bench: writing random-weight model %s\n", path);
+    char err[512];
+    if (engine_write_random_model(path, shape, type, 1234, err, sizeof err)) {
+        fprintf(stderr, "citadel bench: %s\n", err);
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+/* Seconds for one run of n tokens: batched (prompt) or one token at a time (gen). */
+static double time_run(engine_session *s, const int32_t *ids, int n, bool batched, float *logits)
+{
+    char err[256];
+    engine_session_reset(s);
+    double t0 = now_seconds();
+    if (batched)
+        engine_session_eval(s, ids, n, logits, false, err, sizeof err);
+    else
+        for (int i = 0; i < n; i++)
+            engine_session_eval(s, ids + i, 1, logits, false, err, sizeof err);
+    return now_seconds() - t0;
+}
+
+static int run_bench(const bench_args *a, const char *path)
+{
+    engine_model *m = cli_open_model("bench", path);
+    if (m == NULL)
+        return 1;
+    engine_model_info info = engine_model_get_info(m);
+    int P = (int)a->prompt_tokens, G = (int)a->gen_tokens, n = P > G ? P : G;
+    engine_session *s = engine_session_create(m, &(engine_session_options){
+        .n_ctx = n + 16, .n_threads = (int)a->threads, .n_batch = P > 0 ? P : 1});
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
+    double *pp = calloc((size_t)a->reps, sizeof(double)), *tg = calloc((size_t)a->reps, sizeof(double));
+    if (!s || !ids || !logits || !pp || !tg) {
+        fprintf(stderr, "citadel bench: out of memory\n");
+        return 1;
+    }
+    srand(42);
+    for (int i = 0; i < n; i++)
+        ids[i] = 3 + rand() % (info.n_vocab - 3);
+    if (P > 0) time_run(s, ids, P, true, logits);   /* warm-up: page in weights */
+    for (int r = 0; r < a->reps; r++) {
+        if (P > 0) pp[r] = P / time_run(s, ids, P, true, logits);
+        if (G > 0) tg[r] = G / time_run(s, ids, G, false, logits);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("model=%s arch=%s weights=%s file_mib=%.1f\n", path, info.arch, info.weight_type,
+           info.file_bytes / 1048576.0);
+    printf("threads=%ld reps=%ld prompt_tokens=%d gen_tokens=%d\n", a->threads, a->reps, P, G);
+    if (P > 0) printf("prompt_tokens_per_s=%.2f\n", median(pp, (int)a->reps));
+    if (G > 0) printf("gen_tokens_per_s=%.2f\n", median(tg, (int)a->reps));
+    printf("peak_rss_mib=%.1f\n", ru.ru_maxrss / 1024.0);
+    free(ids); free(logits); free(pp); free(tg);
+    engine_session_free(s);
+    engine_model_close(m);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"model", required_argument, 0, 'm'}, {"shape", required_argument, 0, 's'},
+        {"type", required_argument, 0, 'y'}, {"threads", required_argument, 0, 't'},
+        {"prompt-tokens", required_argument, 0, 'p'}, {"gen-tokens", required_argument, 0, 'g'},
+        {"reps", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bench_args a = {.threads = 2, .prompt_tokens = 128, .gen_tokens = 64, .reps = 3};
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        long *target = opt == 't' ? &a.threads : opt == 'p' ? &a.prompt_tokens
+                     : opt == 'g' ? &a.gen_tokens : opt == 'r' ? &a.reps : NULL;
+        if (target) {
+            long lo = opt == 't' || opt == 'r' ? 1 : 0;
+            if (!cli_parse_int(optarg, lo, 1 << 16, target))
+                return cli_usage_error("bench", "bad value '%s' for %s", optarg, argv[optind - 1]);
+            continue;
+        }
+        switch (opt) {
+        case 'm': a.model = optarg; break;
+        case 's': a.shape = optarg; break;
+        case 'y': a.type = optarg; break;
+        case 'h':
+            printf("usage: citadel bench (--model FILE | --shape smollm2-135m|tinyllama-1.1b [--type q8_0|q4_0|...])\n"
+                   "                     [--threads N] [--prompt-tokens P] [--gen-tokens G] [--reps R]\n");
+            return 0;
+        default: return cli_usage_error("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if ((a.model == NULL) == (a.shape == NULL))
+        return cli_usage_error("bench", "give either --model or --shape");
+    if (a.prompt_tokens + a.gen_tokens == 0)
+        return cli_usage_error("bench", "nothing to measure");
+    char *path = a.shape ? random_model_path(&a) : NULL;
+    if (a.shape && path == NULL) return 1;
+    int rc = run_bench(&a, path ? path : a.model);
+    free(path);
+    return rc;
+}

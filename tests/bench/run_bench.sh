@@ -1,0 +1,30 @@
+#!/bin/sh
+# run_bench.sh BUILD_DIR - the engine benchmarks behind `make bench`.
+#
+# citadel bench on the two reference shapes with random weights (written once into
+# var/bench/), the same ones llama.cpp's reference figures use (shared/golden/README.md),
+# then the real default model when `make model` has fetched it, then the matmul
+# micro-benchmark. 2 threads, 128-token prompt, 64 generated tokens, median of 5 runs.
+# Override with THREADS=, REPS=, PROMPT=, GEN=.
+set -e
+build=${1:-build}
+bin=$build/bin/citadel
+threads=${THREADS:-2}
+reps=${REPS:-5}
+prompt=${PROMPT:-128}
+gen=${GEN:-64}
+run() {
+    echo "== citadel bench $*"
+    "$bin" bench "$@" --threads "$threads" --reps "$reps" --prompt-tokens "$prompt" --gen-tokens "$gen"
+}
+run --shape smollm2-135m --type q8_0
+run --shape tinyllama-1.1b --type q4_0
+if [ -f var/models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+    run --model var/models/SmolLM2-135M-Instruct.Q4_1.gguf
+else
+    echo "== skipped the real SmolLM2 file (run make model)"
+fi
+if [ -x "$build/bench/bench_matmul" ]; then
+    echo "== matmul micro-benchmark"
+    "$build/bench/bench_matmul"
+fi
