@@ -212,7 +212,7 @@ static void check_batch_equals_sequential(const char *path, double tol)
     for (int i = 0; i < n; i++) ids[i] = (int32_t)(3 + (i * 37) % (V - 3));
     float *a = malloc(sizeof(float) * V * n), *b = malloc(sizeof(float) * V);
     char err[256];
-    for (int level = SIMD_SCALAR; level <= simd_best_level(); level++) {
+    for (int level = SIMD_SCALAR; level <= (int)simd_best_level(); level++) {
         simd_set_level((enum simd_level)level);
         engine_session *s = engine_session_create(m, &(engine_session_options){.n_ctx = 64, .n_threads = 2, .n_batch = 16});
         assert_int_equal(engine_session_eval(s, ids, n, a, true, err, sizeof err), 0);
