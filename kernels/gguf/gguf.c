@@ -90,13 +90,14 @@ static struct printable printable(gguf_str str)
 static uint64_t load_le(const uint8_t *p, size_t n)
 {
     uint64_t v = 0;
-    for (size_t i = n; i-- > 0;)
-        v = (v << 8) | p[i];
+    for (size_t i = n; i > 0; i--)
+        v = (v << 8) | p[i - 1];
     return v;
 }
 
 static int read_uint(struct reader *r, size_t n, uint64_t *out, const char *what)
 {
+    *out = 0;   /* defined even on failure, which lets the compiler prove callers safe */
     if (remaining(r) < n)
         return fail(r, "truncated: %s at byte %zu needs %zu bytes, the file has %zu", what,
                     r->pos, n, r->size);
