@@ -90,6 +90,17 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $(LDLIBS)
 
+# tests/unit/test_<service>_*.c test a service's modules: they see services/<service>/
+# and link its objects except main.o (SERVICE_TEST_LIBS: what those objects need).
+SERVICE_TEST_LIBS ?= -lzmq -lprotobuf-c
+define service_test_rule
+$(BUILD)/obj/tests/unit/test_$(1)_%.o: CFLAGS += -Iservices/$(1)
+$(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(filter-out %/main.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c))) $(KERNEL_LIB) $(COMMON_LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) -o $$@ $$(filter %.o,$$^) $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $$(SERVICE_TEST_LIBS) $$(LDLIBS)
+endef
+$(foreach s,router worker,$(eval $(call service_test_rule,$(s))))
+
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(LDLIBS)
