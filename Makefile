@@ -100,6 +100,10 @@ $(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(filter-out %
 	$$(CC) $$(CFLAGS) -o $$@ $$(filter %.o,$$^) $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $$(SERVICE_TEST_LIBS) $$(LDLIBS)
 endef
 $(foreach s,router worker,$(eval $(call service_test_rule,$(s))))
+# The gateway's modules need libevent (with OpenSSL), jansson and OpenSSL.
+GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto)
+$(eval $(call service_test_rule,gateway))
+$(BUILD)/tests/test_gateway_%: SERVICE_TEST_LIBS += $(GATEWAY_LIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB)
 	@mkdir -p $(dir $@)
