@@ -7,7 +7,7 @@
 #   make model      put the default model (SmolLM2-135M-Instruct) in var/models/
 #   make bench      engine benchmarks (see tests/bench/README.md)
 #   make fuzz       build the libFuzzer harnesses (clang) into build/fuzz/
-#   make run        start the local fleet (grows as the services land)
+#   make run        build, fetch the model, start the local fleet (citadel up --detach)
 #
 # Sources are found by convention so that adding a module needs no edit here:
 #   kernels/**/*.c          -> build/libcitadel_kernels.a
@@ -91,15 +91,19 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $(LDLIBS)
 
 # tests/unit/test_<service>_*.c test a service's modules: they see services/<service>/
-# and link its objects except main.o (SERVICE_TEST_LIBS: what those objects need).
-SERVICE_TEST_LIBS ?= -lzmq -lprotobuf-c
+# and link the modules listed in <SERVICE>_TEST_MODULES (the pure ones: no sockets,
+# no protobuf; the rest is exercised by tests/integration).
+SERVICE_TEST_LIBS ?=
+ROUTER_TEST_MODULES := registry pending
+WORKER_TEST_MODULES := job_queue
 define service_test_rule
 $(BUILD)/obj/tests/unit/test_$(1)_%.o: CFLAGS += -Iservices/$(1)
-$(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(filter-out %/main.o,$(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c))) $(KERNEL_LIB) $(COMMON_LIB)
+$(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(patsubst %,$(BUILD)/obj/services/$(1)/%.o,$(2)) $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) -o $$@ $$(filter %.o,$$^) $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $$(SERVICE_TEST_LIBS) $$(LDLIBS)
 endef
-$(foreach s,router worker,$(eval $(call service_test_rule,$(s))))
+$(eval $(call service_test_rule,router,$(ROUTER_TEST_MODULES)))
+$(eval $(call service_test_rule,worker,$(WORKER_TEST_MODULES)))
 # The gateway's modules need libevent (with OpenSSL), jansson and OpenSSL.
 GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto)
 # Gateway tests link the modules that need neither protobuf nor sockets (the ZeroMQ and
@@ -138,9 +142,11 @@ fuzz:
 	    $$f $(wildcard kernels/gguf/*.c) -lm -pthread -o build/fuzz/$$n || exit 1; \
 	done
 
-run: $(CLI_BIN) model
-	@echo "The fleet's services land with issue 3; for now: $(CLI_BIN) generate --model $(MODEL) --chat --prompt 'Hello'"
-	@$(CLI_BIN) generate --model $(MODEL) --chat --prompt "What is the capital of France?" --max-tokens 64
+# The local fleet (router, workers, gateway) in the background; `citadel up` waits until
+# every service is ready and prints the URL, the admin key's path and a curl example.
+# Stop it with `build/bin/citadel down`.
+run: all model
+	@$(CLI_BIN) up --detach --model $(MODEL)
 
 clean:
 	rm -rf build

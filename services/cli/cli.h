@@ -15,6 +15,10 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* The local fleet (cmd_fleet.c). */
+int cmd_up(int argc, char **argv);
+int cmd_down(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 /* Prints "citadel <cmd>: <message>" on stderr and returns 2 (the exit status for
  * usage errors). */
