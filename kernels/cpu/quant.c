@@ -13,15 +13,7 @@
 #include "cpu/quant_simd.h"
 #include "cpu/simd.h"
 
-/* ---- block layouts ---------------------------------------------------------------- */
-
-typedef struct { uint16_t d; int8_t qs[QK]; } block_q8_0;
-typedef struct { uint16_t d; uint8_t qs[QK / 2]; } block_q4_0;
-typedef struct { uint16_t d, m; uint8_t qs[QK / 2]; } block_q4_1;
-/* x = d*sc*q - dmin*m per 32-element sub-block; sc, m are 6-bit, packed in scales[12] */
-typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; } block_q4_k;
-/* x = d*sc*(q-32) per 16-element group; q is 6 bits: low 4 in ql, high 2 in qh */
-typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } block_q6_k;
+/* ---- block layouts (defined in quant_simd.h) ---------------------------------------------------------------- */
 
 _Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block");
 _Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block");
