@@ -10,6 +10,7 @@
 #include "cpu/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -21,7 +22,19 @@
 #define cpu_relax() ((void)0)
 #endif
 
-enum { SPIN_ROUNDS = 20000 };
+/* About half a millisecond of pause instructions before a helper sleeps: longer than the
+ * gap between the jobs of one forward pass. Every YIELD_EVERY rounds a spinner offers
+ * its core, so a pool with more threads than free cores still makes progress. */
+enum { SPIN_ROUNDS = 20000, YIELD_EVERY = 128 };
+
+/* One round of a spin-wait. */
+static inline void spin_pause(int round)
+{
+    if (round % YIELD_EVERY == YIELD_EVERY - 1)
+        sched_yield();
+    else
+        cpu_relax();
+}
 
 struct threadpool {
     int n_threads;
@@ -61,7 +74,7 @@ static unsigned wait_for_job(threadpool *pool, unsigned seen)
         unsigned g = atomic_load_explicit(&pool->generation, memory_order_acquire);
         if (g != seen || atomic_load(&pool->stop))
             return g;
-        cpu_relax();
+        spin_pause(i);
     }
     pthread_mutex_lock(&pool->lock);
     atomic_fetch_add(&pool->n_sleeping, 1);
@@ -86,6 +99,15 @@ static void *helper_main(void *p)
         run_tasks(pool, arg.index);
         atomic_fetch_sub_explicit(&pool->n_busy, 1, memory_order_release);
     }
+}
+
+/* The caller spins (and yields now and then): in a balanced job the helpers finish
+ * within microseconds of it, and one that was descheduled needs the core back. */
+static void wait_for_helpers(threadpool *pool)
+{
+    for (int i = 0; atomic_load_explicit(&pool->n_busy, memory_order_acquire) > 0;
+         i = (i + 1) % YIELD_EVERY)
+        spin_pause(i);
 }
 
 threadpool *threadpool_create(int n_threads)
@@ -155,6 +177,5 @@ void threadpool_run(threadpool *pool, threadpool_task_fn fn, void *ctx, int n_ta
         pthread_mutex_unlock(&pool->lock);
     }
     run_tasks(pool, 0);
-    while (atomic_load_explicit(&pool->n_busy, memory_order_acquire) > 0)
-        cpu_relax();
+    wait_for_helpers(pool);
 }
