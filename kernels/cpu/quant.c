@@ -8,12 +8,15 @@
 #include "cpu/quant.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cpu/quant_simd.h"
 #include "cpu/simd.h"
 
-/* ---- block layouts (defined in quant_simd.h) ---------------------------------------------------------------- */
+/* ---- block layouts (defined in quant_simd.h) -------------------------------------- */
 
 _Static_assert(sizeof(block_q8_0) == 34, "Q8_0 block");
 _Static_assert(sizeof(block_q4_0) == 18, "Q4_0 block");
@@ -492,7 +495,8 @@ static vec_dot_fn scalar_kernel(enum tensor_type type)
 /* ---- dispatch --------------------------------------------------------------------- */
 
 /* The kernel for a type at a level: the level's own when it has one, else the next
- * level down's. Looked up each call (a switch or two): cheap next to a row's work. */
+ * level down's. Only asked for levels the CPU has (simd_level() is capped), so the
+ * AVX-512 file's code never runs on a machine without it. */
 static vec_dot_fn kernel_for(enum tensor_type type, enum simd_level level)
 {
     vec_dot_fn f = NULL;
@@ -503,9 +507,31 @@ static vec_dot_fn kernel_for(enum tensor_type type, enum simd_level level)
     return f ? f : scalar_kernel(type);
 }
 
+/* vec_dot runs once per output row, so the choice is made once per level into a table
+ * and each call is then one acquire load and one indexed load. */
+static vec_dot_fn kernel_table[SIMD_AVX512 + 1][TENSOR_TYPE_MAX];
+static atomic_bool table_ready[SIMD_AVX512 + 1];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const vec_dot_fn *kernels_at(enum simd_level level)
+{
+    if (!atomic_load_explicit(&table_ready[level], memory_order_acquire)) {
+        pthread_mutex_lock(&table_lock);
+        if (!atomic_load_explicit(&table_ready[level], memory_order_relaxed)) {
+            for (int t = 0; t < TENSOR_TYPE_MAX; t++)
+                kernel_table[level][t] = kernel_for((enum tensor_type)t, level);
+            atomic_store_explicit(&table_ready[level], true, memory_order_release);
+        }
+        pthread_mutex_unlock(&table_lock);
+    }
+    return kernel_table[level];
+}
+
 float vec_dot(enum tensor_type type, const void *w, const float *x, const block_q8a *xq, int64_t n)
 {
-    vec_dot_fn f = kernel_for(type, simd_level());
+    if ((unsigned)type >= TENSOR_TYPE_MAX)
+        return 0.0f;
+    vec_dot_fn f = kernels_at(simd_level())[type];
     return f ? f(w, x, xq, n) : 0.0f;
 }
 
