@@ -1,6 +1,10 @@
 /* json_writer.c - see json_writer.h. */
 #include "json_writer.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
 static size_t utf8_valid_len(const unsigned char *s, size_t n)
 {
@@ -47,4 +51,27 @@ void json_write_int_array(FILE *out, const int32_t *a, size_t n)
     for (size_t i = 0; i < n; i++)
         fprintf(out, i ? ",%d" : "%d", a[i]);
     fputc(']', out);
+}
+
+void json_write_cstring(FILE *out, const char *s)
+{
+    if (s == NULL)
+        fputs("null", out);
+    else
+        json_write_string(out, s, strlen(s));
+}
+
+void json_write_number(FILE *out, double v)
+{
+    if (!isfinite(v)) {
+        fputs("null", out);
+        return;
+    }
+    /* %.15g is exact for the values people write (0.1, 42); fall back to 17 digits,
+     * which always round-trips, only when it is not. */
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.15g", v);
+    if (strtod(buf, NULL) != v)
+        snprintf(buf, sizeof buf, "%.17g", v);
+    fputs(buf, out);
 }

@@ -14,5 +14,10 @@
 void json_write_string(FILE *out, const char *s, size_t len);
 /* Writes [a0,a1,...]. */
 void json_write_int_array(FILE *out, const int32_t *a, size_t n);
+/* Writes the NUL-terminated s as a quoted JSON string; NULL is written as null. */
+void json_write_cstring(FILE *out, const char *s);
+/* Writes v as a JSON number that reads back to the same double; NaN and infinities,
+ * which JSON cannot express, are written as null. */
+void json_write_number(FILE *out, double v);
 
 #endif

@@ -2,7 +2,9 @@
 # install_deps.sh - install the Debian packages Citadel builds and tests with (make deps).
 # As root it runs apt-get; otherwise it prints the command to run.
 set -e
-PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev"
+# The fleet (common/, services/) adds ZeroMQ, protobuf-c (library and protoc-c), OpenSSL,
+# libevent (evhttp for the admin listener and the gateway), pkg-config to find them, curl.
+PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config curl"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
