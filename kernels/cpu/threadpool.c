@@ -3,9 +3,10 @@
  *
  * A job is published by bumping `generation`; helpers that see a new generation grab
  * task numbers from `next_task` until none are left, then count themselves out in
- * `n_busy`. Waiting is spin-then-sleep on both sides: a decode step runs a few hundred
- * jobs of a few microseconds each, so a futex round trip per job would cost more than
- * the work, while a pool idle between requests must not burn a core.
+ * `n_busy`. Helpers spin, then sleep on a condition variable; the caller spins until
+ * they are done. A decode step runs a few hundred jobs of a few microseconds each, so a
+ * futex round trip per job would cost more than the work, while a pool idle between
+ * requests must not burn a core.
  */
 #include "cpu/threadpool.h"
 
