@@ -11,6 +11,7 @@
 #include "cpu/matmul.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu/quant.h"
 #include "cpu/quant_simd.h"
@@ -104,6 +105,18 @@ static block_q8a *q8a_scratch(size_t n_blocks)
     return q8a_buffer;
 }
 
+/* Quantizes the T rows of x into the per-thread scratch. */
+static const block_q8a *quantize_activations(const float *x, int T, int C)
+{
+    size_t nb = (size_t)C / QK;
+    block_q8a *xq = q8a_scratch((size_t)T * nb);
+    if (xq == NULL)
+        abort();  /* a few KB per token: failing here means the process is lost anyway */
+    for (int t = 0; t < T; t++)
+        quantize_row_q8a(x + (size_t)t * C, xq + (size_t)t * nb, C);
+    return xq;
+}
+
 void matmul(threadpool *pool, float *y, const float *x, int T, const void *w,
             enum tensor_type type, int OC, int C)
 {
@@ -113,15 +126,132 @@ void matmul(threadpool *pool, float *y, const float *x, int T, const void *w,
         .rows_per_task = rows_per_task(OC, threadpool_size(pool)),
     };
     if (type_uses_q8a(type)) {
-        size_t nb = (size_t)C / QK;
-        block_q8a *xq = q8a_scratch((size_t)T * nb);
-        if (xq == NULL)
-            abort();  /* a few KB per token: failing here means the process is lost anyway */
-        for (int t = 0; t < T; t++)
-            quantize_row_q8a(x + (size_t)t * C, xq + (size_t)t * nb, C);
-        job.xq = xq;
+        job.xq = quantize_activations(x, T, C);
         job.tile = tile_kernel(type);
     }
     int n_tasks = (OC + job.rows_per_task - 1) / job.rows_per_task;
     threadpool_run(pool, matmul_task, &job, n_tasks);
+}
+
+/* ---- packed matrices ---------------------------------------------------------------- */
+
+struct packed_matrix {
+    const void *original;
+    enum tensor_type type;
+    int OC, C;
+    void *data;         /* OC/8 groups of C/32 packed blocks */
+    size_t bytes;
+};
+
+static uint16_t half_of(float f) { return fp32_to_fp16(f); }
+
+/* Row i of the group, block b, as its raw block. */
+static const void *raw_block(const packed_matrix *p, int row, int b)
+{
+    size_t row_bytes = tensor_row_bytes(p->type, p->C);
+    const struct tensor_type_info *info = tensor_type_info(p->type);
+    return (const char *)p->original + (size_t)row * row_bytes + (size_t)b * info->block_bytes;
+}
+
+static void pack_q8_group(const packed_matrix *p, int g, packed_q8x8 *out, int nb)
+{
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < PACK_ROWS; i++) {
+            const block_q8_0 *blk = raw_block(p, g * PACK_ROWS + i, b);
+            out[b].d[i] = blk->d;
+            out[b].c[i] = 0;
+            for (int k = 0; k < QK / 4; k++)
+                memcpy(&out[b].q[32 * k + 4 * i], blk->qs + 4 * k, 4);
+        }
+}
+
+static void pack_q4_group(const packed_matrix *p, int g, packed_q4x8 *out, int nb)
+{
+    for (int b = 0; b < nb; b++)
+        for (int i = 0; i < PACK_ROWS; i++) {
+            const uint8_t *qs;
+            if (p->type == TENSOR_Q4_0) {
+                const block_q4_0 *blk = raw_block(p, g * PACK_ROWS + i, b);
+                out[b].d[i] = blk->d;
+                out[b].c[i] = half_of(-8.0f * fp16_to_fp32(blk->d));
+                qs = blk->qs;
+            } else {
+                const block_q4_1 *blk = raw_block(p, g * PACK_ROWS + i, b);
+                out[b].d[i] = blk->d;
+                out[b].c[i] = blk->m;
+                qs = blk->qs;
+            }
+            for (int k = 0; k < QK / 8; k++)
+                memcpy(&out[b].q[32 * k + 4 * i], qs + 4 * k, 4);
+        }
+}
+
+packed_matrix *matmul_pack(const void *w, enum tensor_type type, int OC, int C)
+{
+    if (simd_level() < SIMD_AVX2 || OC % PACK_ROWS != 0 || C % QK != 0 ||
+        (type != TENSOR_Q8_0 && type != TENSOR_Q4_0 && type != TENSOR_Q4_1))
+        return NULL;
+    packed_matrix *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    int nb = C / QK, groups = OC / PACK_ROWS;
+    size_t block = type == TENSOR_Q8_0 ? sizeof(packed_q8x8) : sizeof(packed_q4x8);
+    *p = (packed_matrix){.original = w, .type = type, .OC = OC, .C = C,
+                         .bytes = block * (size_t)nb * groups};
+    p->data = aligned_alloc(64, (p->bytes + 63) / 64 * 64);
+    if (p->data == NULL) {
+        free(p);
+        return NULL;
+    }
+    for (int g = 0; g < groups; g++) {
+        char *out = (char *)p->data + (size_t)g * nb * block;
+        if (type == TENSOR_Q8_0)
+            pack_q8_group(p, g, (packed_q8x8 *)out, nb);
+        else
+            pack_q4_group(p, g, (packed_q4x8 *)out, nb);
+    }
+    return p;
+}
+
+void packed_matrix_free(packed_matrix *p)
+{
+    if (p == NULL)
+        return;
+    free(p->data);
+    free(p);
+}
+
+size_t packed_matrix_bytes(const packed_matrix *p) { return p ? p->bytes : 0; }
+
+typedef struct packed_job {
+    const packed_matrix *p;
+    const block_q8a *xq;
+    float *y;
+    int T, groups_per_task;
+} packed_job;
+
+static void packed_task(void *ctx, int task, int n_tasks, int thread)
+{
+    (void)n_tasks;
+    (void)thread;
+    const packed_job *job = ctx;
+    int groups = job->p->OC / PACK_ROWS;
+    int g0 = task * job->groups_per_task;
+    int g1 = g0 + job->groups_per_task < groups ? g0 + job->groups_per_task : groups;
+    packed_gemm_avx2(job->p->type, job->p->data, g0, g1, job->p->C / QK, job->xq, job->T, job->y,
+                       (size_t)job->p->OC);
+}
+
+void matmul_packed(threadpool *pool, float *y, const float *x, int T, const packed_matrix *p)
+{
+    if (simd_level() < SIMD_AVX2) {
+        matmul(pool, y, x, T, p->original, p->type, p->OC, p->C);
+        return;
+    }
+    int groups = p->OC / PACK_ROWS;
+    int per_task = rows_per_task(p->OC, threadpool_size(pool)) / PACK_ROWS;
+    per_task = per_task < 1 ? 1 : per_task;
+    packed_job job = {.p = p, .xq = quantize_activations(x, T, p->C), .y = y, .T = T,
+                      .groups_per_task = per_task};
+    threadpool_run(pool, packed_task, &job, (groups + per_task - 1) / per_task);
 }

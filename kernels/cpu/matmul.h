@@ -20,4 +20,18 @@
 void matmul(threadpool *pool, float *y, const float *x, int T, const void *w,
             enum tensor_type type, int OC, int C);
 
+/* A weight matrix rearranged for the fastest kernel (quant_simd.h: 8 rows
+ * interleaved, AVX2), made once when a model loads. It keeps a pointer to
+ * the original so products still work if the SIMD level is lowered later (tests). */
+typedef struct packed_matrix packed_matrix;
+
+/* NULL when no packed kernel applies (no AVX2, type, or OC not a multiple of 8): the
+ * caller then uses matmul() on the original. w must outlive the result. */
+packed_matrix *matmul_pack(const void *w, enum tensor_type type, int OC, int C);
+void packed_matrix_free(packed_matrix *p);
+size_t packed_matrix_bytes(const packed_matrix *p);
+
+/* matmul() with a packed matrix; the same results up to float summation order. */
+void matmul_packed(threadpool *pool, float *y, const float *x, int T, const packed_matrix *p);
+
 #endif

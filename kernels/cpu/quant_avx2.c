@@ -2,6 +2,8 @@
  * quant_simd.h). The tile bodies live in tile_kernels.h, shared with the AVX-512 file;
  * this file supplies the 8-bit dot product: maddubs then madd. */
 #include <immintrin.h>
+#include <stdbool.h>
+#include <string.h>
 
 #include "cpu/quant_simd.h"
 
@@ -41,4 +43,113 @@ gemm_tile_fn gemm_tile_kernel_avx2(enum tensor_type type)
 void quantize_row_q8a_avx2(const float *src, block_q8a *dst, int64_t n)
 {
     quantize_q8a_avx2(src, dst, n);
+}
+
+/* ---- packed 8-row kernels (layout in quant_simd.h) ---------------------------------- */
+
+/* Tokens per tile: 4 accumulators of 8 rows plus their 16-bit partial sums and the
+ * group's unpacked weights fit the 16 vector registers. */
+enum { PACKED_TOKENS = 4 };
+
+static inline __m256i bcast4(const int8_t *q)
+{
+    int32_t v;
+    memcpy(&v, q, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* acc + d * dx * isum (+ c * s): the 8 rows' block products, scaled. */
+static inline __m256 packed_scale(__m256 acc, __m256i isum, __m256 d, const block_q8a *xb)
+{
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, _mm256_set1_ps(xb->d)), acc);
+}
+
+static inline __m256 half8(const uint16_t *h)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* Q8_0: |w| times sign(x, w) per 4-byte group; the 16-bit pair sums are widened at
+ * once (two of them could overflow 16 bits). */
+#define DEFINE_PACKED_Q8(RN)                                                                     \
+    static void packed_q8_##RN(const packed_q8x8 *grp, int nb, const block_q8a *x, size_t xs,    \
+                               float *y, size_t ys)                                             \
+    {                                                                                           \
+        const __m256i ones = _mm256_set1_epi16(1);                                              \
+        __m256 acc[RN];                                                                         \
+        for (int t = 0; t < RN; t++) acc[t] = _mm256_setzero_ps();                              \
+        for (int b = 0; b < nb; b++) {                                                          \
+            __m256i isum[RN];                                                                   \
+            for (int t = 0; t < RN; t++) isum[t] = _mm256_setzero_si256();                      \
+            for (int k = 0; k < 8; k++) {                                                       \
+                __m256i w = _mm256_loadu_si256((const __m256i *)(grp[b].q + 32 * k));           \
+                __m256i aw = _mm256_abs_epi8(w);                                                \
+                for (int t = 0; t < RN; t++) {                                                  \
+                    __m256i xv = _mm256_sign_epi8(bcast4(x[t * xs + b].q + 4 * k), w);          \
+                    isum[t] = _mm256_add_epi32(isum[t],                                         \
+                                               _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones)); \
+                }                                                                               \
+            }                                                                                   \
+            __m256 d = half8(grp[b].d);                                                         \
+            for (int t = 0; t < RN; t++) acc[t] = packed_scale(acc[t], isum[t], d, &x[t * xs + b]); \
+        }                                                                                       \
+        for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * ys, acc[t]);                      \
+    }
+
+/* Q4_x: nibbles are at most 15, so a block's eight 16-bit pair sums (8 * 2 * 15 * 127)
+ * add up without overflow and are widened once per block. */
+#define DEFINE_PACKED_Q4(RN)                                                                     \
+    static void packed_q4_##RN(const packed_q4x8 *grp, int nb, const block_q8a *x, size_t xs,    \
+                               float *y, size_t ys)                                             \
+    {                                                                                           \
+        const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);                \
+        __m256 acc[RN];                                                                         \
+        for (int t = 0; t < RN; t++) acc[t] = _mm256_setzero_ps();                              \
+        for (int b = 0; b < nb; b++) {                                                          \
+            __m256i s16[RN];                                                                    \
+            for (int t = 0; t < RN; t++) s16[t] = _mm256_setzero_si256();                       \
+            for (int k = 0; k < 4; k++) {                                                       \
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(grp[b].q + 32 * k));         \
+                __m256i lo = _mm256_and_si256(raw, low);                                        \
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);                  \
+                for (int t = 0; t < RN; t++) {                                                  \
+                    __m256i pl = _mm256_maddubs_epi16(lo, bcast4(x[t * xs + b].q + 4 * k));     \
+                    __m256i ph = _mm256_maddubs_epi16(hi, bcast4(x[t * xs + b].q + 16 + 4 * k)); \
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_add_epi16(pl, ph));                \
+                }                                                                               \
+            }                                                                                   \
+            __m256 d = half8(grp[b].d), c = half8(grp[b].c);                                    \
+            for (int t = 0; t < RN; t++) {                                                      \
+                acc[t] = packed_scale(acc[t], _mm256_madd_epi16(s16[t], ones), d, &x[t * xs + b]); \
+                acc[t] = _mm256_fmadd_ps(c, _mm256_set1_ps(x[t * xs + b].s), acc[t]);           \
+            }                                                                                   \
+        }                                                                                       \
+        for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * ys, acc[t]);                      \
+    }
+
+DEFINE_PACKED_Q8(1) DEFINE_PACKED_Q8(2) DEFINE_PACKED_Q8(3) DEFINE_PACKED_Q8(4)
+DEFINE_PACKED_Q4(1) DEFINE_PACKED_Q4(2) DEFINE_PACKED_Q4(3) DEFINE_PACKED_Q4(4)
+
+typedef void (*packed_q8_fn)(const packed_q8x8 *, int, const block_q8a *, size_t, float *, size_t);
+typedef void (*packed_q4_fn)(const packed_q4x8 *, int, const block_q8a *, size_t, float *, size_t);
+static const packed_q8_fn packed_q8_tiles[4] = {packed_q8_1, packed_q8_2, packed_q8_3, packed_q8_4};
+static const packed_q4_fn packed_q4_tiles[4] = {packed_q4_1, packed_q4_2, packed_q4_3, packed_q4_4};
+
+void packed_gemm_avx2(enum tensor_type type, const void *packed, int g0, int g1, int nb,
+                      const block_q8a *x, int T, float *y, size_t y_stride)
+{
+    bool q8 = type == TENSOR_Q8_0;
+    size_t group_bytes = (size_t)nb * (q8 ? sizeof(packed_q8x8) : sizeof(packed_q4x8));
+    for (int g = g0; g < g1; g++) {
+        const void *grp = (const char *)packed + (size_t)g * group_bytes;
+        for (int t = 0; t < T; t += PACKED_TOKENS) {
+            int rn = T - t < PACKED_TOKENS ? T - t : PACKED_TOKENS;
+            float *yt = y + (size_t)t * y_stride + (size_t)g * PACK_ROWS;
+            const block_q8a *xt = x + (size_t)t * nb;
+            if (q8)
+                packed_q8_tiles[rn - 1](grp, nb, xt, (size_t)nb, yt, y_stride);
+            else
+                packed_q4_tiles[rn - 1](grp, nb, xt, (size_t)nb, yt, y_stride);
+        }
+    }
 }

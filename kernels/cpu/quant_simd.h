@@ -42,6 +42,26 @@ typedef void (*gemm_tile_fn)(const void *w, size_t w_stride, const block_q8a *x,
 gemm_tile_fn gemm_tile_kernel_avx2(enum tensor_type type);
 gemm_tile_fn gemm_tile_kernel_avx512(enum tensor_type type);
 
+/* Packed weights (matmul_pack): 8 rows interleaved so that one 32-byte vector holds 4
+ * consecutive quants of each of the 8 rows, and one multiply-add against 4 broadcast
+ * activation bytes advances all 8 rows' dot products at once (instead of one row's
+ * followed by a horizontal sum). Per group of 8 rows and block of 32 columns:
+ *     dot(row, x-block) = d * dx * sum(q * xq) + c * s        (s: the q8a block sum)
+ *   Q8_0: q signed as stored, c = 0     Q4_0: q = nibble, c = -8 d     Q4_1: q = nibble, c = m
+ * A matrix is stored group after group, each group block after block. */
+#define PACK_ROWS 8
+/* Q8_0: byte 32k + 4i + j is row i's quant 4k+j. */
+typedef struct { uint16_t d[PACK_ROWS], c[PACK_ROWS]; int8_t q[PACK_ROWS * QK]; } packed_q8x8;
+/* Q4_x: byte 32k + 4i + j (k < 4) holds row i's nibbles for elements 4k+j (low) and
+ * 16+4k+j (high), which is the raw block's byte 4k+j: packing is a shuffle. */
+typedef struct { uint16_t d[PACK_ROWS], c[PACK_ROWS]; uint8_t q[PACK_ROWS * QK / 2]; } packed_q4x8;
+
+/* y[t * y_stride + 8g + i] for groups [g0, g1) and tokens [0, T) of a packed matrix
+ * with nb blocks per row; x holds T rows of nb q8a blocks. type is Q8_0, Q4_0 or Q4_1.
+ * AVX2 code, used on AVX-512 CPUs too. */
+void packed_gemm_avx2(enum tensor_type type, const void *packed, int g0, int g1, int nb,
+                      const block_q8a *x, int T, float *y, size_t y_stride);
+
 /* quantize_row_q8a at these levels (same result as the scalar version: round to
  * nearest, d = max|x|/127). */
 void quantize_row_q8a_avx2(const float *src, block_q8a *dst, int64_t n);

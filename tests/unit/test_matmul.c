@@ -106,6 +106,62 @@ static void test_matmul_all_types(void **state)
     threadpool_free(pools[2]);
 }
 
+/* Packed matrices (AVX2 and up) give matmul's results; without AVX2 matmul_pack says
+ * no and the test checks just that. */
+static void check_packed(enum tensor_type type, int T, int OC, int C, threadpool *pool)
+{
+    float *x = malloc(sizeof(float) * T * C), *wf = malloc(sizeof(float) * C);
+    float *y = malloc(sizeof(float) * T * OC), *want = malloc(sizeof(float) * T * OC);
+    size_t row = tensor_row_bytes(type, C);
+    char *w = malloc(row * OC);
+    for (int o = 0; o < OC; o++) {
+        for (int i = 0; i < C; i++)
+            wf[i] = frand();
+        quantize_row(type, wf, w + o * row, C);
+    }
+    for (int i = 0; i < T * C; i++)
+        x[i] = frand();
+    packed_matrix *p = matmul_pack(w, type, OC, C);
+    if (simd_best_level() < SIMD_AVX2) {
+        assert_null(p);
+    } else {
+        assert_non_null(p);
+        matmul(pool, want, x, T, w, type, OC, C);
+        matmul_packed(pool, y, x, T, p);
+        for (int i = 0; i < T * OC; i++)
+            if (fabsf(y[i] - want[i]) > 1e-4f * (1.0f + fabsf(want[i])))
+                fail_msg("packed %s T=%d OC=%d C=%d: y[%d] = %f, matmul %f",
+                         tensor_type_info(type)->name, T, OC, C, i, y[i], want[i]);
+        simd_set_level(SIMD_SCALAR);  /* a lowered level falls back to the original */
+        matmul_packed(pool, y, x, T, p);
+        simd_set_level(simd_best_level());
+        for (int i = 0; i < T * OC; i++)
+            assert_true(fabsf(y[i] - want[i]) <= 1e-4f * (1.0f + fabsf(want[i])));
+    }
+    assert_null(matmul_pack(w, type, OC - 1, C));  /* not a multiple of 8 rows */
+    packed_matrix_free(p);
+    free(x);
+    free(wf);
+    free(y);
+    free(want);
+    free(w);
+}
+
+static void test_matmul_packed(void **state)
+{
+    (void)state;
+    const enum tensor_type types[] = {TENSOR_Q8_0, TENSOR_Q4_0, TENSOR_Q4_1};
+    const int shapes[][3] = {{1, 8, 32}, {3, 24, 256}, {5, 40, 576}, {9, 64, 128}, {128, 16, 64}};
+    threadpool *pool = threadpool_create(2);
+    for (size_t i = 0; i < 3; i++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            check_packed(types[i], shapes[s][0], shapes[s][1], shapes[s][2], pool);
+            check_packed(types[i], shapes[s][0], shapes[s][1], shapes[s][2], NULL);
+        }
+    assert_null(matmul_pack(NULL, TENSOR_F32, 8, 32));
+    threadpool_free(pool);
+}
+
 static void test_matmul_small_rows(void **state)
 {
     (void)state;
@@ -165,6 +221,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_all_types),
         cmocka_unit_test(test_matmul_small_rows),
+        cmocka_unit_test(test_matmul_packed),
         cmocka_unit_test(test_threadpool_each_task_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
