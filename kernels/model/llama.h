@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "cpu/threadpool.h"
+#include "cpu/matmul.h"
 #include "gguf/gguf.h"
 
 enum rope_mode { ROPE_NORMAL = 0, ROPE_NEOX = 1 };
@@ -42,11 +43,15 @@ typedef struct llama_hparams {
 } llama_hparams;
 
 /* A weight matrix (OC, C) in the mapping, in its stored type. */
+/* Larger heads are refused at load (no published llama-family model has them). */
+#define LLAMA_MAX_HEAD_DIM 512
+
 typedef struct llama_weight {
-    const void *data;
+    const void *data;       /* in the GGUF mapping */
     enum tensor_type type;
     int rows;   /* OC */
     int cols;   /* C */
+    packed_matrix *packed;  /* the same, rearranged for the fastest kernel; NULL if none */
 } llama_weight;
 
 typedef struct llama_layer {
