@@ -497,11 +497,7 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
         q[i] = round_to_half(s->q[((size_t)t * NH + h) * HS + i]);
     float scale = 1.0f / sqrtf((float)HS), max = -INFINITY;
     for (int p = 0; p < n_keys; p++) {
-        const float *k = keys + (size_t)p * kvd;
-        float dot = 0.0f;
-        for (int i = 0; i < HS; i++)
-            dot += q[i] * k[i];
-        scores[p] = dot * scale;
+        scores[p] = vec_dot(TENSOR_F32, keys + (size_t)p * kvd, q, NULL, HS) * scale;
         if (scores[p] > max) max = scores[p];
     }
     float sum = 0.0f;
