@@ -14,6 +14,9 @@
 #   kernels/**/*_avx2.c     compiled with AVX2+FMA+F16C, used only when the CPU has them
 #   kernels/**/*_avx512.c   compiled with AVX-512 (F, BW, VL, VNNI), same rule
 #   services/cli/*.c        -> build/bin/citadel
+#   services/NAME/*.c       -> build/bin/citadel-NAME (every other directory in services/)
+#   proto/citadel.proto     -> build/gen/citadel.pb-c.{c,h} (protoc-c), compiled into
+#                              build/libcitadel_common.a with common/*.c
 #   tests/unit/test_X.c     -> build/tests/test_X, linked with the kernels library
 
 CC      ?= cc
@@ -24,25 +27,38 @@ BUILD   := build/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
 
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Ikernels -Icommon -MMD -MP
+GEN         := $(BUILD)/gen
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Ikernels -Icommon -I$(GEN) -MMD -MP
 OPT         := -O2
 CFLAGS      := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
 KERNEL_OPT  := -O3
 AVX2_FLAGS  := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
-LDLIBS      := -lm -pthread $(SANFLAGS)
+# What common/ needs (ZeroMQ, protobuf-c, libevent's evhttp with threads, OpenSSL): linked
+# into every test and binary; static linking pulls in only what each one uses.
+FLEET_LIBS  := $(shell pkg-config --libs libzmq libprotobuf-c libevent libevent_pthreads libssl libcrypto 2>/dev/null || echo -lzmq -lprotobuf-c -levent_pthreads -levent -lssl -lcrypto)
+LDLIBS      := $(FLEET_LIBS) -lm -pthread $(SANFLAGS)
 
 KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | sort)
 KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
 KERNEL_LIB  := $(BUILD)/libcitadel_kernels.a
 
+PROTO_SRC   := $(wildcard proto/*.proto)
+PROTO_C     := $(PROTO_SRC:proto/%.proto=$(GEN)/%.pb-c.c)
+PROTO_H     := $(PROTO_C:.c=.h)
+PROTO_OBJ   := $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+
 COMMON_SRC  := $(wildcard common/*.c)
-COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+COMMON_OBJ  := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_OBJ)
 COMMON_LIB  := $(BUILD)/libcitadel_common.a
 
 CLI_SRC     := $(wildcard services/cli/*.c)
 CLI_OBJ     := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_BIN     := $(BUILD)/bin/citadel
+
+# Every directory in services/ but cli is one service binary, citadel-<directory>.
+SERVICES    := $(filter-out cli,$(patsubst services/%/,%,$(wildcard services/*/)))
+SERVICE_BIN := $(SERVICES:%=$(BUILD)/bin/citadel-%)
 
 TEST_SRC    := $(wildcard tests/unit/test_*.c)
 TEST_BIN    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -56,7 +72,18 @@ MODEL_DIR   := var/models
 MODEL       := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: all test deps model bench fuzz run clean
-all: $(KERNEL_LIB) $(CLI_BIN) $(TEST_BIN) $(BENCH_BIN)
+all: $(KERNEL_LIB) $(CLI_BIN) $(SERVICE_BIN) $(TEST_BIN) $(BENCH_BIN)
+
+# protoc-c writes both files at once (a pattern rule with two targets is one recipe);
+# .SECONDARY keeps make from deleting them as intermediates.
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=proto --c_out=$(GEN) $<
+.SECONDARY: $(PROTO_C) $(PROTO_H)
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -70,7 +97,9 @@ $(BUILD)/obj/kernels/%.o: kernels/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_OPT) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c
+# Order-only: anything outside kernels/ may include the generated header, which must exist
+# before the first compile; after that the .d files track it like any other header.
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -85,6 +114,15 @@ $(COMMON_LIB): $(COMMON_OBJ)
 $(CLI_BIN): $(CLI_OBJ) $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(KERNEL_LIB) $(COMMON_LIB) $(LDLIBS)
+
+# services/<name>/*.c -> citadel-<name>; SERVICE_LIBS_<name> adds a service's own libraries.
+SERVICE_LIBS_gateway = $(GATEWAY_LIBS)
+define service_rule
+$(BUILD)/bin/citadel-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)) $(KERNEL_LIB) $(COMMON_LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) -o $$@ $$(filter %.o,$$^) $(KERNEL_LIB) $(COMMON_LIB) $$(SERVICE_LIBS_$(1)) $$(LDLIBS)
+endef
+$(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
