@@ -179,8 +179,8 @@ static void pack_model(llama_model *m, bool mapped)
         for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++)
             pack_weight(ws[j], mapped);
     }
-    /* tied: the embedding rows are still looked up in the original, so keep it mapped */
-    pack_weight(&m->output, mapped && !m->hp.tied_embeddings);
+    /* tied: the embedding lookups fault back in only the rows they read */
+    pack_weight(&m->output, mapped);
 }
 
 /* A 1-D vector of n values (norms, biases), converted to f32 and owned by the model. */
