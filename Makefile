@@ -85,11 +85,11 @@ $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%_avx2.o: %_avx2.c
+$(BUILD)/obj/kernels/%_avx2.o: kernels/%_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_OPT) $(AVX2_FLAGS) -c $< -o $@
 
-$(BUILD)/obj/%_avx512.o: %_avx512.c
+$(BUILD)/obj/kernels/%_avx512.o: kernels/%_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(KERNEL_OPT) $(AVX512_FLAGS) -c $< -o $@
 
