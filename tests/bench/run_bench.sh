@@ -26,5 +26,5 @@ else
 fi
 if [ -x "$build/bench/bench_matmul" ]; then
     echo "== matmul micro-benchmark"
-    "$build/bench/bench_matmul"
+    "$build/bench/bench_matmul" "$threads"
 fi
