@@ -26,6 +26,8 @@ vec_dot_fn vec_dot_kernel_avx2(enum tensor_type type)
     case TENSOR_Q8_0: return dot_q8_0_avx2;
     case TENSOR_Q4_0: return dot_q4_0_avx2;
     case TENSOR_Q4_1: return dot_q4_1_avx2;
+    case TENSOR_Q4_K: return dot_q4_k_avx2;
+    case TENSOR_Q6_K: return dot_q6_k_avx2;
     default: return NULL;
     }
 }

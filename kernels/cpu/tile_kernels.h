@@ -244,4 +244,83 @@ static void TK_NAME(quantize_q8a)(const float *src, block_q8a *dst, int64_t n)
     }
 }
 
+/* ---- K formats: one row at a time (vec_dot) ----------------------------------------- */
+
+static inline void tk_q4_k_scale_min(int j, const uint8_t *s, int *scale, int *min)
+{
+    if (j < 4) {
+        *scale = s[j] & 63;
+        *min = s[j + 4] & 63;
+    } else {
+        *scale = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+        *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static inline __m256i tk_widen(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
+
+/* Q4_K: each 64-element chunk holds sub-block 2j in low nibbles and 2j+1 in high ones. */
+static float TK_NAME(dot_q4_k)(const void *w, const float *x, const block_q8a *xq, int64_t n)
+{
+    (void)x;
+    const block_q4_k *b = w;
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    float offset = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = tk_half(b[i].d), dmin = tk_half(b[i].dmin);
+        for (int j = 0; j < 4; j++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
+            __m256i q[2] = {_mm256_and_si256(raw, low), _mm256_and_si256(_mm256_srli_epi16(raw, 4), low)};
+            for (int h = 0; h < 2; h++) {
+                const block_q8a *a = &xq[i * 8 + 2 * j + h];
+                int sc, m;
+                tk_q4_k_scale_min(2 * j + h, b[i].scales, &sc, &m);
+                __m256i xv = _mm256_loadu_si256((const __m256i *)a->q);
+                __m256i isum = tk_widen(_mm256_maddubs_epi16(q[h], xv));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * sc * a->d), acc);
+                offset += dmin * m * a->s;
+            }
+        }
+    }
+    return tk_hsum(acc) - offset;
+}
+
+/* Q6_K: the four 32-element rows of each half rebuilt from ql and qh as 0..63; the -32
+ * offset is taken off in 16 bits, and the per-16 scales applied by madd. */
+static float TK_NAME(dot_q6_k)(const void *w, const float *x, const block_q8a *xq, int64_t n)
+{
+    (void)x;
+    const block_q6_k *b = w;
+    const __m256i low = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = tk_half(b[i].d);
+        for (int half = 0; half < 2; half++) {
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * half));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * half + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * half));
+            __m256i rows[4] = {
+                _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(_mm256_and_si256(qh, three), 4)),
+                _mm256_or_si256(_mm256_and_si256(ql1, low),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4)),
+            };
+            for (int r = 0; r < 4; r++) {
+                const block_q8a *a = &xq[i * 8 + half * 4 + r];
+                const int8_t *sc = b[i].scales + half * 8 + r * 2;
+                __m256i xv = _mm256_loadu_si256((const __m256i *)a->q);
+                __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(rows[r], xv), _mm256_maddubs_epi16(k32, xv));
+                __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+                __m256i isum = _mm256_madd_epi16(p16, scales);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * a->d), acc);
+            }
+        }
+    }
+    return tk_hsum(acc);
+}
+
 #endif
