@@ -105,15 +105,31 @@ static block_q8a *q8a_scratch(size_t n_blocks)
     return q8a_buffer;
 }
 
-/* Quantizes the T rows of x into the per-thread scratch. */
-static const block_q8a *quantize_activations(const float *x, int T, int C)
+typedef struct quantize_job {
+    const float *x;
+    block_q8a *xq;
+    int C;
+} quantize_job;
+
+static void quantize_task(void *ctx, int task, int n_tasks, int thread)
+{
+    (void)n_tasks;
+    (void)thread;
+    const quantize_job *job = ctx;
+    size_t nb = (size_t)job->C / QK;
+    quantize_row_q8a(job->x + (size_t)task * job->C, job->xq + (size_t)task * nb, job->C);
+}
+
+/* Quantizes the T rows of x into the calling thread's scratch; a prompt chunk's rows
+ * in parallel, since on the caller alone they would leave the pool idle. */
+static const block_q8a *quantize_activations(threadpool *pool, const float *x, int T, int C)
 {
     size_t nb = (size_t)C / QK;
     block_q8a *xq = q8a_scratch((size_t)T * nb);
     if (xq == NULL)
         abort();  /* a few KB per token: failing here means the process is lost anyway */
-    for (int t = 0; t < T; t++)
-        quantize_row_q8a(x + (size_t)t * C, xq + (size_t)t * nb, C);
+    quantize_job job = {x, xq, C};
+    threadpool_run(T >= 4 ? pool : NULL, quantize_task, &job, T);
     return xq;
 }
 
@@ -126,7 +142,7 @@ void matmul(threadpool *pool, float *y, const float *x, int T, const void *w,
         .rows_per_task = rows_per_task(OC, threadpool_size(pool)),
     };
     if (type_uses_q8a(type)) {
-        job.xq = quantize_activations(x, T, C);
+        job.xq = quantize_activations(pool, x, T, C);
         job.tile = tile_kernel(type);
     }
     int n_tasks = (OC + job.rows_per_task - 1) / job.rows_per_task;
@@ -251,7 +267,7 @@ void matmul_packed(threadpool *pool, float *y, const float *x, int T, const pack
     int groups = p->OC / PACK_ROWS;
     int per_task = rows_per_task(p->OC, threadpool_size(pool)) / PACK_ROWS;
     per_task = per_task < 1 ? 1 : per_task;
-    packed_job job = {.p = p, .xq = quantize_activations(x, T, p->C), .y = y, .T = T,
+    packed_job job = {.p = p, .xq = quantize_activations(pool, x, T, p->C), .y = y, .T = T,
                       .groups_per_task = per_task};
     threadpool_run(pool, packed_task, &job, (groups + per_task - 1) / per_task);
 }

@@ -478,7 +478,20 @@ typedef struct attention_job {
     int layer, T, pos0;
 } attention_job;
 
-static inline float round_to_half(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
+/* x rounded to the nearest half-precision value (ties to even). Within the normal range
+ * of halves that is the float with its mantissa rounded to 10 bits, done on the bits;
+ * tiny, huge and non-finite values take the full conversion. */
+static inline float round_to_half(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t mag = u & 0x7fffffffu;
+    if (mag < 0x38800000u || mag >= 0x477fe000u)
+        return fp16_to_fp32(fp32_to_fp16(x));
+    u = (u + 0x0fffu + ((u >> 13) & 1u)) & ~0x1fffu;
+    memcpy(&x, &u, 4);
+    return x;
+}
 
 static void attention_task(void *ctx, int task, int n_tasks, int thread)
 {
