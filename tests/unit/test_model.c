@@ -363,7 +363,10 @@ static void test_smollm2_chat_answers_capital(void **state)
     (void)state;
     if (!smollm2_present()) skip();
     engine_model *m = open_model(SMOLLM2);
-    chat_message msg = {"user", "What is the capital of France?"};
+    /* Asked bare, "What is the capital of France?", this Q4_1 file starts listing
+     * Parisian landmarks in French ("L'Étoile, la ...") under llama.cpp as it does here
+     * (same prompt ids, checked side by side); asked for a sentence, it answers. */
+    chat_message msg = {"user", "What is the capital of France? Answer in one sentence."};
     char *prompt = engine_render_chat(m, &msg, 1, true);
     assert_non_null(prompt);
     int32_t ids[512];
