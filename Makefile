@@ -63,6 +63,11 @@ SERVICE_BIN := $(SERVICES:%=$(BUILD)/bin/citadel-%)
 TEST_SRC    := $(wildcard tests/unit/test_*.c)
 TEST_BIN    := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# tests/integration/*_test.sh start real services on loopback; their helper programs
+# (tests/integration/*.c) are built next to the unit tests.
+INTEG_TESTS := $(wildcard tests/integration/*_test.sh)
+INTEG_BIN   := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/*.c))
+
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 BENCH_SRC   := $(wildcard tests/bench/bench_*.c)
@@ -152,14 +157,18 @@ $(BUILD)/tests/test_gateway_%: $(BUILD)/obj/tests/unit/test_gateway_%.o $(GATEWA
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $(GATEWAY_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(KERNEL_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) $(LDLIBS)
+
 $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(LDLIBS)
 
 # Every test runs from the repository root so that tests/data/ and var/ resolve; a
 # failing test fails the target but the others still run, so one report shows all.
-test: all
-	@CITADEL_BIN=$(CLI_BIN) ./scripts/run_tests.sh $(TEST_BIN)
+test: all $(INTEG_BIN)
+	@BUILD=$(BUILD) CITADEL_BIN=$(CLI_BIN) ./scripts/run_tests.sh $(TEST_BIN) $(INTEG_TESTS)
 
 deps:
 	@./scripts/install_deps.sh
