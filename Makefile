@@ -80,11 +80,11 @@ MODEL       := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 all: $(KERNEL_LIB) $(CLI_BIN) $(SERVICE_BIN) $(TEST_BIN) $(BENCH_BIN)
 
 # protoc-c writes both files at once (a pattern rule with two targets is one recipe);
-# .SECONDARY keeps make from deleting them as intermediates.
+# .SECONDARY (no list: every target) keeps make from deleting generated files and test objects as intermediates.
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
 	protoc-c --proto_path=proto --c_out=$(GEN) $<
-.SECONDARY: $(PROTO_C) $(PROTO_H)
+.SECONDARY:
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)
