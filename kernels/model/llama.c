@@ -329,11 +329,42 @@ struct llama_state {
     int n_ctx, max_batch, n_past;
     float *key_cache;    /* (L, n_ctx, NKV*HS) */
     float *value_cache;  /* (L, n_ctx, NKV*HS) */
-    /* activations of one chunk, each (max_batch, width) */
+    /* activations of one chunk, each (max_batch, width); a chunk may hold tokens of
+     * several sequences (llama_forward_batch): token t belongs to tok_seq[t], at
+     * position tok_pos[t] of that sequence */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
-    float *scores;       /* (n_threads, n_ctx) attention weights, one row per thread */
+    llama_state **tok_seq;
+    int *tok_pos;
+    int scores_len;      /* positions one row of scores holds */
+    float *scores;       /* (n_threads, scores_len) attention weights, one row per thread */
     float *rope_cos, *rope_sin;  /* (max_batch, n_rot/2) */
+    float *logits_rows;  /* batches: the logits rows before they go to their sequences */
+    size_t logits_rows_cap;
 };
+
+static int alloc_activations(llama_state *s, int n_threads)
+{
+    const llama_hparams *hp = &s->m->hp;
+    size_t B = (size_t)s->max_batch, kvd = (size_t)hp->n_kv_heads * hp->head_dim;
+    size_t qd = (size_t)hp->n_heads * hp->head_dim;
+    size_t wide = (size_t)hp->dim > qd ? (size_t)hp->dim : qd;
+    s->x = malloc(sizeof(float) * B * hp->dim);
+    s->xn = malloc(sizeof(float) * B * wide);
+    s->q = malloc(sizeof(float) * B * qd);
+    s->k = malloc(sizeof(float) * B * kvd);
+    s->v = malloc(sizeof(float) * B * kvd);
+    s->att = malloc(sizeof(float) * B * qd);
+    s->gate = malloc(sizeof(float) * B * hp->ffn_dim);
+    s->up = malloc(sizeof(float) * B * hp->ffn_dim);
+    s->tok_seq = malloc(sizeof(*s->tok_seq) * B);
+    s->tok_pos = malloc(sizeof(*s->tok_pos) * B);
+    s->scores = malloc(sizeof(float) * (size_t)n_threads * s->scores_len);
+    s->rope_cos = malloc(sizeof(float) * B * (hp->n_rot / 2));
+    s->rope_sin = malloc(sizeof(float) * B * (hp->n_rot / 2));
+    return s->x && s->xn && s->q && s->k && s->v && s->att && s->gate && s->up && s->tok_seq &&
+                   s->tok_pos && s->scores && s->rope_cos && s->rope_sin
+               ? 0 : -1;
+}
 
 llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, int n_threads)
 {
@@ -344,27 +375,31 @@ llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, 
     if (s == NULL)
         return NULL;
     s->m = m;
-    s->n_ctx = n_ctx;
+    s->n_ctx = s->scores_len = n_ctx;
     s->max_batch = max_batch;
-    size_t B = (size_t)max_batch, kvd = (size_t)hp->n_kv_heads * hp->head_dim;
-    size_t qd = (size_t)hp->n_heads * hp->head_dim;
-    size_t wide = (size_t)hp->dim > qd ? (size_t)hp->dim : qd;
+    size_t kvd = (size_t)hp->n_kv_heads * hp->head_dim;
     s->pool = threadpool_create(n_threads);
     s->key_cache = malloc(sizeof(float) * (size_t)hp->n_layers * n_ctx * kvd);
     s->value_cache = malloc(sizeof(float) * (size_t)hp->n_layers * n_ctx * kvd);
-    s->x = malloc(sizeof(float) * B * hp->dim);
-    s->xn = malloc(sizeof(float) * B * wide);
-    s->q = malloc(sizeof(float) * B * qd);
-    s->k = malloc(sizeof(float) * B * kvd);
-    s->v = malloc(sizeof(float) * B * kvd);
-    s->att = malloc(sizeof(float) * B * qd);
-    s->gate = malloc(sizeof(float) * B * hp->ffn_dim);
-    s->up = malloc(sizeof(float) * B * hp->ffn_dim);
-    s->scores = malloc(sizeof(float) * (size_t)n_threads * n_ctx);
-    s->rope_cos = malloc(sizeof(float) * B * (hp->n_rot / 2));
-    s->rope_sin = malloc(sizeof(float) * B * (hp->n_rot / 2));
-    if (!s->pool || !s->key_cache || !s->value_cache || !s->x || !s->xn || !s->q || !s->k ||
-        !s->v || !s->att || !s->gate || !s->up || !s->scores || !s->rope_cos || !s->rope_sin) {
+    if (!s->pool || !s->key_cache || !s->value_cache || alloc_activations(s, n_threads)) {
+        llama_state_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+llama_state *llama_workspace_create(const llama_model *m, int max_ctx, int max_batch, int n_threads)
+{
+    if (max_ctx <= 0 || max_batch <= 0 || n_threads <= 0)
+        return NULL;
+    llama_state *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->m = m;
+    s->scores_len = max_ctx;
+    s->max_batch = max_batch;
+    s->pool = threadpool_create(n_threads);
+    if (!s->pool || alloc_activations(s, n_threads)) {
         llama_state_free(s);
         return NULL;
     }
@@ -389,6 +424,9 @@ void llama_state_free(llama_state *s)
     free(s->scores);
     free(s->rope_cos);
     free(s->rope_sin);
+    free(s->tok_seq);
+    free(s->tok_pos);
+    free(s->logits_rows);
     free(s);
 }
 
@@ -428,14 +466,14 @@ static void add_bias(float *x, const float *b, int T, int n)
             x[(size_t)t * n + i] += b[i];
 }
 
-/* cos/sin (T, n_rot/2) of the rotation angles for positions pos0.. . Dimension pair i
- * turns by pos * base^(-2i/n_rot), divided by the llama3 frequency factor if any. */
-static void rope_tables(llama_state *s, int pos0, int T)
+/* cos/sin (T, n_rot/2) of the rotation angles at each token's position. Dimension pair
+ * i turns by pos * base^(-2i/n_rot), divided by the llama3 frequency factor if any. */
+static void rope_tables(llama_state *s, int T)
 {
     const llama_hparams *hp = &s->m->hp;
     int half = hp->n_rot / 2;
     for (int t = 0; t < T; t++) {
-        float pos = (float)(pos0 + t) * hp->rope_pos_scale;
+        float pos = (float)s->tok_pos[t] * hp->rope_pos_scale;
         for (int i = 0; i < half; i++) {
             float freq = powf(hp->rope_base, -2.0f * (float)i / (float)hp->n_rot);
             if (s->m->rope_freq_factors)
@@ -474,8 +512,8 @@ static void rope_forward(llama_state *s, float *x, int T, int n_heads)
  * their way in, as llama.cpp's default f16 KV cache makes them: the reference logits
  * (tests/data) carry that rounding, and matching it halves the gap to them. */
 typedef struct attention_job {
-    llama_state *s;
-    int layer, T, pos0;
+    llama_state *s;      /* the chunk's activations */
+    int layer;
 } attention_job;
 
 /* x rounded to the nearest half-precision value (ties to even). Within the normal range
@@ -501,10 +539,11 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
     const llama_hparams *hp = &s->m->hp;
     int NH = hp->n_heads, HS = hp->head_dim, kvd = hp->n_kv_heads * HS;
     int t = task / NH, h = task % NH, kvh = h / (NH / hp->n_kv_heads);
-    int n_keys = job->pos0 + t + 1;  /* causal: this token and every one before it */
-    const float *keys = s->key_cache + (size_t)job->layer * s->n_ctx * kvd + (size_t)kvh * HS;
-    const float *values = s->value_cache + (size_t)job->layer * s->n_ctx * kvd + (size_t)kvh * HS;
-    float *scores = s->scores + (size_t)thread * s->n_ctx;
+    const llama_state *seq = s->tok_seq[t];
+    int n_keys = s->tok_pos[t] + 1;  /* causal: this token and every one before it */
+    const float *keys = seq->key_cache + (size_t)job->layer * seq->n_ctx * kvd + (size_t)kvh * HS;
+    const float *values = seq->value_cache + (size_t)job->layer * seq->n_ctx * kvd + (size_t)kvh * HS;
+    float *scores = s->scores + (size_t)thread * s->scores_len;
     float q[LLAMA_MAX_HEAD_DIM];
     for (int i = 0; i < HS; i++)
         q[i] = round_to_half(s->q[((size_t)t * NH + h) * HS + i]);
@@ -528,17 +567,21 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
     }
 }
 
-static void attention_forward(llama_state *s, int layer, int T, int pos0)
+/* Appends each token's key and value to its sequence's cache, then attends. */
+static void attention_forward(llama_state *s, int layer, int T)
 {
     const llama_hparams *hp = &s->m->hp;
     size_t kvd = (size_t)hp->n_kv_heads * hp->head_dim;
-    float *kc = s->key_cache + ((size_t)layer * s->n_ctx + pos0) * kvd;
-    float *vc = s->value_cache + ((size_t)layer * s->n_ctx + pos0) * kvd;
-    for (size_t i = 0; i < (size_t)T * kvd; i++) {
-        kc[i] = round_to_half(s->k[i]);
-        vc[i] = round_to_half(s->v[i]);
+    for (int t = 0; t < T; t++) {
+        llama_state *seq = s->tok_seq[t];
+        float *kc = seq->key_cache + ((size_t)layer * seq->n_ctx + s->tok_pos[t]) * kvd;
+        float *vc = seq->value_cache + ((size_t)layer * seq->n_ctx + s->tok_pos[t]) * kvd;
+        for (size_t i = 0; i < kvd; i++) {
+            kc[i] = round_to_half(s->k[(size_t)t * kvd + i]);
+            vc[i] = round_to_half(s->v[(size_t)t * kvd + i]);
+        }
     }
-    attention_job job = {s, layer, T, pos0};
+    attention_job job = {s, layer};
     threadpool_run(s->pool, attention_task, &job, T * hp->n_heads);
 }
 
@@ -564,7 +607,7 @@ static void mm(llama_state *s, float *y, const float *x, int T, const llama_weig
         matmul(s->pool, y, x, T, w->data, w->type, w->rows, w->cols);
 }
 
-static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T, int pos0)
+static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T)
 {
     const llama_hparams *hp = &s->m->hp;
     int C = hp->dim, QD = hp->n_heads * hp->head_dim, KD = hp->n_kv_heads * hp->head_dim;
@@ -577,7 +620,7 @@ static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T
     add_bias(s->v, l->bv, T, KD);
     rope_forward(s, s->q, T, hp->n_heads);
     rope_forward(s, s->k, T, hp->n_kv_heads);
-    attention_forward(s, layer, T, pos0);
+    attention_forward(s, layer, T);
     mm(s, s->xn, s->att, T, &l->wo);
     residual_add(s->x, s->xn, (size_t)T * C);
 
@@ -589,45 +632,114 @@ static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T
     residual_add(s->x, s->xn, (size_t)T * C);
 }
 
-/* One chunk of at most max_batch tokens. logits: (T, V) when all_logits else (1, V). */
-static void chunk_forward(llama_state *s, const int32_t *tokens, int T, float *logits, bool all_logits)
+/* The rows of the tokens whose logits are wanted, normalized, through the output
+ * matrix into out (one row of V per wanted token, in order). */
+static void logits_forward(llama_state *s, const int *rows, int n_rows, float *out)
 {
     const llama_model *m = s->m;
-    const llama_hparams *hp = &m->hp;
-    int C = hp->dim, pos0 = s->n_past;
+    int C = m->hp.dim;
+    for (int i = 0; i < n_rows; i++)
+        rmsnorm_forward(s->xn + (size_t)i * C, s->x + (size_t)rows[i] * C, m->output_norm, 1, C,
+                        m->hp.rms_eps);
+    mm(s, out, s->xn, n_rows, &m->output);
+}
+
+/* The chunk's tokens, already laid out in tok_seq/tok_pos, through every layer. */
+static void chunk_forward(llama_state *s, const int32_t *tokens, int T)
+{
+    const llama_model *m = s->m;
+    int C = m->hp.dim;
     size_t row_bytes = tensor_row_bytes(m->tok_embd.type, C);
     for (int t = 0; t < T; t++)
         dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + row_bytes * tokens[t],
                        s->x + (size_t)t * C, C);
-    rope_tables(s, pos0, T);
-    for (int i = 0; i < hp->n_layers; i++)
-        layer_forward(s, &m->layers[i], i, T, pos0);
-    s->n_past += T;
-    if (logits == NULL)
-        return;
-    int first = all_logits ? 0 : T - 1, n_out = T - first;
-    rmsnorm_forward(s->xn, s->x + (size_t)first * C, m->output_norm, n_out, C, hp->rms_eps);
-    mm(s, logits, s->xn, n_out, &m->output);
+    rope_tables(s, T);
+    for (int i = 0; i < m->hp.n_layers; i++)
+        layer_forward(s, &m->layers[i], i, T);
+}
+
+static bool tokens_valid(const llama_state *seq, const int32_t *tokens, int n)
+{
+    if (n <= 0 || n > seq->n_ctx - seq->n_past)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= seq->m->hp.n_vocab)
+            return false;
+    return true;
 }
 
 int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, bool all_logits)
 {
     int V = s->m->hp.n_vocab;
-    if (n <= 0 || n > s->n_ctx - s->n_past)
+    if (!tokens_valid(s, tokens, n))
         return -1;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return -1;
     for (int done = 0; done < n;) {
         int T = n - done < s->max_batch ? n - done : s->max_batch;
-        bool last = done + T == n;
-        float *out = NULL;
-        if (logits && all_logits)
-            out = logits + (size_t)done * V;
-        else if (logits && last)
-            out = logits;
-        chunk_forward(s, tokens + done, T, out, all_logits);
+        for (int t = 0; t < T; t++) {
+            s->tok_seq[t] = s;
+            s->tok_pos[t] = s->n_past + t;
+        }
+        chunk_forward(s, tokens + done, T);
+        s->n_past += T;
+        if (logits && (all_logits || done + T == n)) {
+            int rows[T], n_rows = 0;  /* T <= max_batch: a few hundred ints */
+            for (int t = all_logits ? 0 : T - 1; t < T; t++)
+                rows[n_rows++] = t;
+            logits_forward(s, rows, n_rows, all_logits ? logits + (size_t)done * V : logits);
+        }
         done += T;
     }
+    return 0;
+}
+
+/* The staging buffer for a batch's logits rows (grows, kept for the next batch). */
+static float *logits_staging(llama_state *work, size_t n_floats)
+{
+    if (n_floats > work->logits_rows_cap) {
+        free(work->logits_rows);
+        work->logits_rows = malloc(sizeof(float) * n_floats);
+        work->logits_rows_cap = work->logits_rows ? n_floats : 0;
+    }
+    return work->logits_rows;
+}
+
+int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_seqs)
+{
+    int T = 0, n_rows = 0, V = work->m->hp.n_vocab;
+    for (int i = 0; i < n_seqs; i++) {
+        const llama_batch_seq *b = &seqs[i];
+        if (b->seq->m != work->m || !tokens_valid(b->seq, b->tokens, b->n) ||
+            b->seq->n_ctx > work->scores_len || T + b->n > work->max_batch)
+            return -1;
+        for (int j = 0; j < i; j++)
+            if (seqs[j].seq == b->seq)
+                return -1;  /* one entry per sequence: its tokens are consecutive positions */
+        T += b->n;
+    }
+    int32_t tokens[T > 0 ? T : 1];
+    int rows[n_seqs > 0 ? n_seqs : 1];
+    for (int i = 0, t = 0; i < n_seqs; i++) {
+        for (int j = 0; j < seqs[i].n; j++, t++) {
+            tokens[t] = seqs[i].tokens[j];
+            work->tok_seq[t] = seqs[i].seq;
+            work->tok_pos[t] = seqs[i].seq->n_past + j;
+        }
+        if (seqs[i].logits)
+            rows[n_rows++] = t - 1;
+    }
+    if (T == 0)
+        return 0;
+    float *staged = n_rows ? logits_staging(work, (size_t)n_rows * V) : NULL;
+    if (n_rows && staged == NULL)
+        return -1;
+    chunk_forward(work, tokens, T);
+    for (int i = 0; i < n_seqs; i++)
+        seqs[i].seq->n_past += seqs[i].n;
+    if (n_rows == 0)
+        return 0;
+    logits_forward(work, rows, n_rows, staged);
+    for (int i = 0, r = 0; i < n_seqs; i++)
+        if (seqs[i].logits)
+            memcpy(seqs[i].logits, staged + (size_t)r++ * V, sizeof(float) * V);
     return 0;
 }

@@ -96,6 +96,28 @@ threadpool *llama_state_pool(llama_state *s);
  * context or an id is out of range. */
 int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, bool all_logits);
 
+/* A workspace for llama_forward_batch: activation buffers for max_batch tokens and a
+ * thread pool, but no KV cache of its own. max_ctx bounds the context of the
+ * sequences it may serve. NULL on allocation failure; free with llama_state_free. */
+llama_state *llama_workspace_create(const llama_model *m, int max_ctx, int max_batch, int n_threads);
+
+/* One sequence's part of a batch: n tokens appended at its positions n_past.. ; the
+ * logits of its last token go to logits (V floats) unless that is NULL. */
+typedef struct llama_batch_seq {
+    llama_state *seq;
+    const int32_t *tokens;
+    int n;
+    float *logits;
+} llama_batch_seq;
+
+/* Runs the tokens of several sequences in one pass over the weights (the matrix
+ * products see all of them at once; attention reads each token's own cache), using
+ * work's buffers and pool. At most one entry per sequence; the total must fit work's
+ * max_batch and each sequence's tokens its context. Each sequence gets exactly the
+ * logits and cache it would get alone (the kernels compute every token independently).
+ * Returns 0, or -1 when the batch does not fit or holds a bad id. */
+int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_seqs);
+
 /* Bytes of weights read per generated token (for bandwidth figures). */
 size_t llama_model_weight_bytes(const llama_model *m);
 

@@ -24,6 +24,7 @@
 #include "cpu/simd.h"
 #include "engine.h"
 #include "json_min.h"
+#include "model/llama.h"
 
 #define STORIES "tests/data/models/stories260K.gguf"
 #define SMOLLM2 "var/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -387,6 +388,90 @@ static void test_smollm2_chat_answers_capital(void **state)
     engine_model_close(m);
 }
 
+/* Several sequences run together in one batch (prefill of different lengths, then
+ * decode steps, some sequences joining late) give bit for bit the logits each gets
+ * alone: what continuous batching needs for batch invariance. */
+static void check_batch_invariance(const char *path)
+{
+    gguf_file *f;
+    llama_model *m;
+    char err[256];
+    assert_int_equal(gguf_open(&f, path, err, sizeof err), 0);
+    assert_int_equal(llama_model_load(&m, f, err, sizeof err), 0);
+    int V = m->hp.n_vocab;
+    enum { N_SEQ = 4, STEPS = 6 };
+    const int32_t prompts[N_SEQ][12] = {{1, 5, 9, 13}, {1, 200, 300, 77, 12, 9, 14, 100, 3, 4, 5, 6},
+                                        {1, 42}, {1, 7, 7, 7, 7, 7, 7}};
+    const int lens[N_SEQ] = {4, 12, 2, 7};
+    float *alone = malloc(sizeof(float) * V * N_SEQ * (STEPS + 1));
+    float *batched = malloc(sizeof(float) * V * N_SEQ * (STEPS + 1));
+    /* alone: prompt, then STEPS tokens fed back (the argmax) */
+    for (int i = 0; i < N_SEQ; i++) {
+        llama_state *s = llama_state_create(m, 64, 16, 2);
+        float *out = alone + (size_t)i * V * (STEPS + 1);
+        assert_int_equal(llama_forward(s, prompts[i], lens[i], out, false), 0);
+        for (int step = 0; step < STEPS; step++) {
+            int32_t next = argmax(out + (size_t)step * V, V);
+            assert_int_equal(llama_forward(s, &next, 1, out + (size_t)(step + 1) * V, false), 0);
+        }
+        llama_state_free(s);
+    }
+    /* batched: sequence 3 joins one step late; every step is one llama_forward_batch */
+    llama_state *work = llama_workspace_create(m, 64, 32, 2), *seq[N_SEQ];
+    int done[N_SEQ] = {0};
+    int32_t next[N_SEQ];
+    for (int i = 0; i < N_SEQ; i++)
+        seq[i] = llama_state_create(m, 64, 1, 1);
+    for (int round = 0; round <= STEPS + 1; round++) {
+        llama_batch_seq b[N_SEQ];
+        int n = 0;
+        for (int i = 0; i < N_SEQ; i++) {
+            bool late = i == 3 && round == 0;
+            if (late || done[i] > STEPS) continue;
+            float *out = batched + ((size_t)i * (STEPS + 1) + done[i]) * V;
+            if (done[i] == 0)
+                b[n++] = (llama_batch_seq){seq[i], prompts[i], lens[i], out};
+            else
+                b[n++] = (llama_batch_seq){seq[i], &next[i], 1, out};
+        }
+        assert_int_equal(llama_forward_batch(work, b, n), 0);
+        for (int i = 0; i < N_SEQ; i++) {
+            bool ran = false;
+            for (int j = 0; j < n; j++) ran |= b[j].seq == seq[i];
+            if (!ran) continue;
+            next[i] = argmax(batched + ((size_t)i * (STEPS + 1) + done[i]) * V, V);
+            done[i]++;
+        }
+    }
+    assert_memory_equal(alone, batched, sizeof(float) * V * N_SEQ * (STEPS + 1));
+    /* refusals: the same sequence twice, more tokens than the workspace holds */
+    llama_batch_seq twice[2] = {{seq[0], prompts[0], 1, NULL}, {seq[0], prompts[0], 1, NULL}};
+    assert_int_equal(llama_forward_batch(work, twice, 2), -1);
+    int32_t many[40] = {0};
+    llama_batch_seq big = {seq[1], many, 40, NULL};
+    assert_int_equal(llama_forward_batch(work, &big, 1), -1);
+    for (int i = 0; i < N_SEQ; i++)
+        llama_state_free(seq[i]);
+    llama_state_free(work);
+    free(alone);
+    free(batched);
+    llama_model_free(m);
+    gguf_close(f);
+}
+
+static void test_batch_invariance(void **state)
+{
+    (void)state;
+    check_batch_invariance("tests/data/models/synth-tiny-q8_0.gguf");
+    check_batch_invariance("tests/data/models/synth-tiny-q4_0.gguf");
+    check_batch_invariance(STORIES);
+    for (int level = SIMD_SCALAR; level < (int)simd_best_level(); level++) {
+        simd_set_level((enum simd_level)level);
+        check_batch_invariance("tests/data/models/synth-tiny-q8_0.gguf");
+    }
+    simd_set_level(simd_best_level());
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_synth_q8_0),
         cmocka_unit_test(test_synth_q4_0),
         cmocka_unit_test(test_batched_prefill_equals_sequential),
+        cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_bad_model_files_refused),
         cmocka_unit_test(test_stop_string_and_streaming),
         cmocka_unit_test(test_random_model_roundtrip),
