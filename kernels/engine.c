@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "generation.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
 
@@ -254,61 +255,6 @@ const char *engine_finish_name(enum engine_finish f)
     return "?";
 }
 
-/* Generated text with stop strings: text is released to the callback only up to the
- * point where no stop string could still begin, so a stop string split over several
- * tokens is never shown. */
-typedef struct text_stream {
-    char *buf;
-    size_t len, cap, emitted;
-    const char *const *stop;
-} text_stream;
-
-static int text_append(text_stream *ts, const char *bytes, size_t n)
-{
-    if (ts->len + n + 1 > ts->cap) {
-        size_t cap = (ts->cap ? ts->cap * 2 : 256) + n;
-        char *buf = realloc(ts->buf, cap);
-        if (buf == NULL)
-            return -1;
-        ts->buf = buf;
-        ts->cap = cap;
-    }
-    memcpy(ts->buf + ts->len, bytes, n);
-    ts->len += n;
-    ts->buf[ts->len] = '\0';
-    return 0;
-}
-
-/* Where the first stop string starts (searching only text added since `from`), or -1. */
-static long find_stop(const text_stream *ts, size_t added)
-{
-    long best = -1;
-    for (int i = 0; i < ENGINE_MAX_STOP && ts->stop[i]; i++) {
-        size_t sl = strlen(ts->stop[i]);
-        if (sl == 0) continue;
-        size_t start = ts->len - added >= sl ? ts->len - added - sl + 1 : 0;
-        char *hit = memmem(ts->buf + start, ts->len - start, ts->stop[i], sl);
-        if (hit && (best < 0 || hit - ts->buf < best))
-            best = hit - ts->buf;
-    }
-    return best;
-}
-
-/* Bytes at the end of the text that are a proper prefix of some stop string. */
-static size_t stop_prefix_held(const text_stream *ts)
-{
-    size_t held = 0;
-    for (int i = 0; i < ENGINE_MAX_STOP && ts->stop[i]; i++) {
-        size_t sl = strlen(ts->stop[i]);
-        for (size_t k = sl > 0 ? sl - 1 : 0; k > held; k--)
-            if (k <= ts->len && !memcmp(ts->buf + ts->len - k, ts->stop[i], k)) {
-                held = k;
-                break;
-            }
-    }
-    return held;
-}
-
 static int eval_next(engine_session *s, int32_t id, char *err, size_t errsz)
 {
     return engine_session_eval(s, &id, 1, s->logits, false, err, errsz);
@@ -328,15 +274,6 @@ static int prefill(engine_session *s, const int32_t *prompt, int n_prompt, int *
     return engine_session_eval(s, prompt + common, n_prompt - common, s->logits, false, err, errsz);
 }
 
-/* Sends text[emitted..upto) to the callback with the token that produced it. */
-static bool emit(text_stream *ts, size_t upto, int32_t id, const sample_result *sr,
-                 engine_token_fn on_token, void *user)
-{
-    engine_token_event ev = {id, ts->buf ? ts->buf + ts->emitted : "", (int)(upto - ts->emitted), sr};
-    ts->emitted = upto;
-    return on_token ? on_token(&ev, user) : true;
-}
-
 int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
                     const engine_gen_params *params, engine_token_fn on_token, void *user,
                     engine_gen_result *r, char *err, size_t errsz)
@@ -347,71 +284,27 @@ int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
         return fail(err, errsz, "the prompt is empty");
     if (n_prompt >= n_ctx)
         return fail(err, errsz, "the prompt has %d tokens; the context holds %d", n_prompt, n_ctx);
-    sampler *smp = sampler_create(&params->sampling, s->model->llama->hp.n_vocab);
-    int max_new = params->max_tokens > 0 ? params->max_tokens : n_ctx;
-    r->ids = malloc(sizeof(int32_t) * (size_t)(max_new < n_ctx ? max_new : n_ctx));
-    if (smp == NULL || r->ids == NULL) {
-        sampler_free(smp);
-        free(r->ids);
-        r->ids = NULL;
+    generation g;
+    if (generation_begin(&g, s->model->tok, s->model->llama->hp.n_vocab, params, n_ctx, on_token, user))
         return fail(err, errsz, "out of memory");
-    }
     double t0 = now_seconds();
-    r->n_prompt = n_prompt;
-    if (prefill(s, prompt, n_prompt, &r->n_cached, err, errsz)) {
-        sampler_free(smp);
-        free(r->ids);
-        r->ids = NULL;
+    int n_cached;
+    if (prefill(s, prompt, n_prompt, &n_cached, err, errsz)) {
+        generation_abort(&g);
         return -1;
     }
     double t1 = now_seconds();
-    text_stream ts = {.stop = params->stop};
-    detok_stream ds = {0};
-    char piece[256];
-    r->finish = ENGINE_FINISH_LENGTH;
-    for (;;) {
-        int n_past = llama_state_n_past(s->state);
-        sample_result sr = sampler_sample(smp, s->logits, s->history, n_past);
-        if (!params->ignore_eos && tokenizer_is_eog(s->model->tok, sr.id)) {
-            r->finish = ENGINE_FINISH_STOP;
+    int32_t next;
+    while (generation_step(&g, s->logits, s->history, llama_state_n_past(s->state), n_ctx, &next))
+        if (eval_next(s, next, err, errsz)) {
+            g.r.finish = ENGINE_FINISH_CANCELLED;
             break;
         }
-        r->ids[r->n_generated++] = sr.id;
-        int n = detok_stream_push(&ds, s->model->tok, sr.id, piece, sizeof piece);
-        size_t before = ts.len;
-        if (text_append(&ts, piece, (size_t)n)) {
-            r->finish = ENGINE_FINISH_CANCELLED;
-            break;
-        }
-        long stop_at = find_stop(&ts, ts.len - before);
-        if (stop_at >= 0) {
-            ts.len = (size_t)stop_at;
-            emit(&ts, ts.len, sr.id, &sr, on_token, user);
-            r->finish = ENGINE_FINISH_STOP;
-            break;
-        }
-        if (!emit(&ts, ts.len - stop_prefix_held(&ts), sr.id, &sr, on_token, user)) {
-            r->finish = ENGINE_FINISH_CANCELLED;
-            break;
-        }
-        if (r->n_generated >= max_new || n_past + 1 >= n_ctx)
-            break;
-        if (eval_next(s, sr.id, err, errsz)) {
-            r->finish = ENGINE_FINISH_CANCELLED;
-            break;
-        }
-    }
-    if (r->finish != ENGINE_FINISH_STOP || ts.emitted < ts.len) {
-        int n = detok_stream_flush(&ds, piece, sizeof piece);
-        text_append(&ts, piece, (size_t)n);
-        if (ts.emitted < ts.len && r->finish != ENGINE_FINISH_CANCELLED)
-            emit(&ts, ts.len, -1, NULL, on_token, user);  /* held-back text: no new token */
-    }
+    generation_end(&g, r);
+    r->n_prompt = n_prompt;
+    r->n_cached = n_cached;
     r->prefill_seconds = t1 - t0;
     r->decode_seconds = now_seconds() - t1;
-    r->text = ts.buf ? ts.buf : calloc(1, 1);
-    r->text_len = ts.len;
-    sampler_free(smp);
     return 0;
 }
 
