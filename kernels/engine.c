@@ -11,20 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine_model.h"
 #include "generation.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
 
-struct engine_model {
-    gguf_file *file;
-    llama_model *llama;
-    tokenizer *tok;
-    char *chat_template;        /* the Jinja text, or NULL */
-    char *default_system;       /* the template's default system prompt, or NULL */
-    enum chat_family chat_family;
-    bool chat_template_known;
-    char name[128];
-};
 
 struct engine_session {
     engine_model *model;

@@ -145,6 +145,45 @@ int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
                     engine_gen_result *result, char *err, size_t errsz);
 void engine_gen_result_free(engine_gen_result *r);
 
+/* ---- batches: many generations, one pass over the weights per step ---------------- */
+
+/* A batch runner serves many generations at once (continuous batching): each step runs
+ * one token of every sequence that is generating, plus prompt chunks of those still
+ * reading their prompt, in a single forward pass, so the weights stream from memory
+ * once per step however many sequences there are. Sequences join at the next step and
+ * leave as they finish. Every sequence gets exactly the tokens it would get alone. */
+typedef struct engine_batch engine_batch;
+
+typedef struct engine_batch_options {
+    int n_ctx;        /* positions per sequence; 0 -> min(2048, training context) */
+    int max_seqs;     /* sequences at once; 0 -> 16 */
+    int step_tokens;  /* tokens per step (decodes first, then prompt chunks); 0 -> 256 */
+    int n_threads;    /* 0 -> the number of online CPUs */
+} engine_batch_options;
+
+/* Called once per generation when it ends (finished, stopped or cancelled); the result
+ * is freed after the call returns. */
+typedef void (*engine_done_fn)(uint64_t id, const engine_gen_result *result, void *user);
+
+/* NULL on allocation failure. */
+engine_batch *engine_batch_create(engine_model *m, const engine_batch_options *opt);
+void engine_batch_free(engine_batch *b);
+
+/* Queues a generation under the caller's id; it starts at the next step. The prompt and
+ * params are copied. Returns 0, or -1 with a message (prompt empty or longer than the
+ * context, bad id, batch full, out of memory). */
+int engine_batch_add(engine_batch *b, uint64_t id, const int32_t *prompt, int n_prompt,
+                     const engine_gen_params *params, engine_token_fn on_token, engine_done_fn on_done,
+                     void *user, char *err, size_t errsz);
+
+/* Ends the generation with this id (on_done reports "cancelled"). False if unknown. */
+bool engine_batch_cancel(engine_batch *b, uint64_t id);
+
+/* Runs one step. Returns the number of generations still going on, or -1 if the forward
+ * pass failed (every generation is then ended as cancelled). */
+int engine_batch_step(engine_batch *b);
+int engine_batch_active(const engine_batch *b);
+
 /* ---- benchmarks and tests ----------------------------------------------------------- */
 
 /* The shape of a model: used to write random-weight models for benchmarks. */

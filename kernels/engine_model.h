@@ -1,0 +1,23 @@
+/* engine_model.h - what an engine_model holds, for the files of the engine that need
+ * its parts (engine.c, engine_batch.c). Internal to kernels/: services see only the
+ * opaque type in engine.h.
+ */
+#ifndef CITADEL_ENGINE_MODEL_H
+#define CITADEL_ENGINE_MODEL_H
+
+#include "engine.h"
+#include "model/llama.h"
+#include "tokenizer/tokenizer.h"
+
+struct engine_model {
+    gguf_file *file;
+    llama_model *llama;
+    tokenizer *tok;
+    char *chat_template;        /* the Jinja text, or NULL */
+    char *default_system;       /* the template's default system prompt, or NULL */
+    enum chat_family chat_family;
+    bool chat_template_known;
+    char name[128];
+};
+
+#endif
