@@ -21,7 +21,7 @@
 
 typedef struct bench_args {
     const char *model, *shape, *type;
-    long threads, prompt_tokens, gen_tokens, reps;
+    long threads, prompt_tokens, gen_tokens, reps, parallel;
 } bench_args;
 
 static double now_seconds(void)
@@ -98,6 +98,63 @@ static double time_run(engine_session *s, const int32_t *ids, int n, bool batche
     return now_seconds() - t0;
 }
 
+/* ---- --parallel: N generations at once through the engine's batch runner ---- */
+
+typedef struct stream_clock {
+    double start, first_token;
+    int tokens;
+} stream_clock;
+
+static bool count_token(const engine_token_event *ev, void *user)
+{
+    stream_clock *c = user;
+    if (ev->id >= 0 && c->tokens++ == 0)
+        c->first_token = now_seconds();
+    return true;
+}
+
+/* N streams of a P-token prompt and G generated tokens (EOS ignored) all started at
+ * once: aggregate generated tokens per second and time to first token. */
+static void run_parallel(engine_model *m, const bench_args *a, const int32_t *ids)
+{
+    int N = (int)a->parallel, P = a->prompt_tokens > 0 ? (int)a->prompt_tokens : 1, G = (int)a->gen_tokens;
+    engine_batch *b = engine_batch_create(m, &(engine_batch_options){
+        .n_ctx = P + G + 16, .max_seqs = N, .n_threads = (int)a->threads});
+    stream_clock *clocks = calloc((size_t)N, sizeof *clocks);
+    double *ttft = calloc((size_t)N, sizeof *ttft);
+    if (!b || !clocks || !ttft) {
+        fprintf(stderr, "citadel bench: out of memory for --parallel %d\n", N);
+        goto out;
+    }
+    engine_gen_params p = engine_default_gen_params();
+    p.sampling.temperature = 0;
+    p.max_tokens = G;
+    p.ignore_eos = true;
+    char err[256];
+    double t0 = now_seconds();
+    for (int i = 0; i < N; i++) {
+        clocks[i].start = t0;
+        if (engine_batch_add(b, (uint64_t)i, ids + i % 7, P, &p, count_token, NULL, &clocks[i], err, sizeof err)) {
+            fprintf(stderr, "citadel bench: %s\n", err);
+            goto out;
+        }
+    }
+    while (engine_batch_step(b) > 0) {}
+    double wall = now_seconds() - t0;
+    long total = 0;
+    for (int i = 0; i < N; i++) {
+        total += clocks[i].tokens;
+        ttft[i] = clocks[i].first_token - clocks[i].start;
+    }
+    qsort(ttft, (size_t)N, sizeof *ttft, compare_double);
+    printf("parallel=%d aggregate_gen_tokens_per_s=%.2f ttft_p50_s=%.3f ttft_p99_s=%.3f\n", N, total / wall,
+           ttft[N / 2], ttft[(N * 99) / 100 < N ? (N * 99) / 100 : N - 1]);
+out:
+    engine_batch_free(b);
+    free(clocks);
+    free(ttft);
+}
+
 static int run_bench(const bench_args *a, const char *path)
 {
     engine_model *m = cli_open_model("bench", path);
@@ -107,7 +164,7 @@ static int run_bench(const bench_args *a, const char *path)
     int P = (int)a->prompt_tokens, G = (int)a->gen_tokens, n = P > G ? P : G;
     engine_session *s = engine_session_create(m, &(engine_session_options){
         .n_ctx = n + 16, .n_threads = (int)a->threads, .n_batch = P > 0 ? P : 1});
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n + 8));
     float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);
     double *pp = calloc((size_t)a->reps, sizeof(double)), *tg = calloc((size_t)a->reps, sizeof(double));
     if (!s || !ids || !logits || !pp || !tg) {
@@ -115,7 +172,7 @@ static int run_bench(const bench_args *a, const char *path)
         return 1;
     }
     srand(42);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n + 8; i++)
         ids[i] = 3 + rand() % (info.n_vocab - 3);
     if (P > 0) time_run(s, ids, P, true, logits);   /* warm-up: page in weights */
     for (int r = 0; r < a->reps; r++) {
@@ -130,6 +187,8 @@ static int run_bench(const bench_args *a, const char *path)
     if (P > 0) printf("prompt_tokens_per_s=%.2f\n", median(pp, (int)a->reps));
     if (G > 0) printf("gen_tokens_per_s=%.2f\n", median(tg, (int)a->reps));
     printf("peak_rss_mib=%.1f\n", ru.ru_maxrss / 1024.0);
+    if (a->parallel > 0)
+        run_parallel(m, a, ids);
     free(ids); free(logits); free(pp); free(tg);
     engine_session_free(s);
     engine_model_close(m);
@@ -142,13 +201,15 @@ int cmd_bench(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"shape", required_argument, 0, 's'},
         {"type", required_argument, 0, 'y'}, {"threads", required_argument, 0, 't'},
         {"prompt-tokens", required_argument, 0, 'p'}, {"gen-tokens", required_argument, 0, 'g'},
-        {"reps", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"reps", required_argument, 0, 'r'}, {"parallel", required_argument, 0, 'n'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     bench_args a = {.threads = 2, .prompt_tokens = 128, .gen_tokens = 64, .reps = 3};
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         long *target = opt == 't' ? &a.threads : opt == 'p' ? &a.prompt_tokens
-                     : opt == 'g' ? &a.gen_tokens : opt == 'r' ? &a.reps : NULL;
+                     : opt == 'g' ? &a.gen_tokens : opt == 'r' ? &a.reps
+                     : opt == 'n' ? &a.parallel : NULL;
         if (target) {
             long lo = opt == 't' || opt == 'r' ? 1 : 0;
             if (!cli_parse_int(optarg, lo, 1 << 16, target))
@@ -161,7 +222,8 @@ int cmd_bench(int argc, char **argv)
         case 'y': a.type = optarg; break;
         case 'h':
             printf("usage: citadel bench (--model FILE | --shape smollm2-135m|tinyllama-1.1b [--type q8_0|q4_0|...])\n"
-                   "                     [--threads N] [--prompt-tokens P] [--gen-tokens G] [--reps R]\n");
+                   "                     [--threads N] [--prompt-tokens P] [--gen-tokens G] [--reps R]\n"
+                   "                     [--parallel N]   (then N streams at once: aggregate tok/s, TTFT)\n");
             return 0;
         default: return cli_usage_error("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
