@@ -18,6 +18,8 @@ run() {
     "$bin" bench "$@" --threads "$threads" --reps "$reps" --prompt-tokens "$prompt" --gen-tokens "$gen"
 }
 run --shape smollm2-135m --type q8_0
+echo "== citadel bench --parallel 8 (8 streams of 128 prompt + 128 generated tokens at once)"
+"$bin" bench --shape smollm2-135m --type q8_0 --threads "$threads" --reps 1 --prompt-tokens 128 --gen-tokens 128 --parallel 8 | grep parallel
 run --shape tinyllama-1.1b --type q4_0
 if [ -f var/models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
     run --model var/models/SmolLM2-135M-Instruct.Q4_1.gguf
