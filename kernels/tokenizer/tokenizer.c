@@ -36,8 +36,12 @@ typedef struct str_map {
     const char **keys;
     int *key_lens;
     int *values;
+    uint32_t *hashes;     /* compared before the bytes: most probes then cost no memcmp */
     size_t mask;
 } str_map;
+
+#define MAX_TEXT_BYTES (1u << 28)  /* symbol offsets are ints; SPM triples the text */
+#define CP_BYTE_MAX 324  /* the byte characters are U+0021..U+0143 */
 
 struct tokenizer {
     enum vocab_family family;
@@ -56,6 +60,10 @@ struct tokenizer {
     bool add_bos, add_space_prefix;
     int32_t *specials;    /* control and user-defined tokens, longest text first */
     int n_specials;
+    bool special_first[256];  /* bytes a special token starts with: most positions skip the scan */
+    bool ignore_merges;   /* llama3: a word that is a whole piece is taken as it is */
+    uint32_t byte_cp[256];         /* BPE: byte -> the character standing for it */
+    int16_t cp_byte[CP_BYTE_MAX];  /* and back; -1 for characters that stand for none */
     bool *eog;            /* per id: ends a generation */
 };
 
@@ -76,8 +84,9 @@ static int map_init(str_map *m, size_t n)
     m->keys = calloc(cap, sizeof *m->keys);
     m->key_lens = calloc(cap, sizeof *m->key_lens);
     m->values = calloc(cap, sizeof *m->values);
+    m->hashes = calloc(cap, sizeof *m->hashes);
     m->mask = cap - 1;
-    return m->keys && m->key_lens && m->values ? 0 : -1;
+    return m->keys && m->key_lens && m->values && m->hashes ? 0 : -1;
 }
 
 static void map_free(str_map *m)
@@ -85,27 +94,36 @@ static void map_free(str_map *m)
     free(m->keys);
     free(m->key_lens);
     free(m->values);
+    free(m->hashes);
 }
 
 /* Inserts unless the key is present (the first id of a duplicated piece wins). */
+static bool map_slot_is(const str_map *m, size_t i, uint32_t h, const char *key, int len)
+{
+    return m->hashes[i] == h && m->key_lens[i] == len && !memcmp(m->keys[i], key, (size_t)len);
+}
+
 static void map_put(str_map *m, const char *key, int len, int value)
 {
-    for (size_t i = hash_bytes(key, len) & m->mask;; i = (i + 1) & m->mask) {
+    uint64_t h = hash_bytes(key, len);
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         if (m->keys[i] == NULL) {
             m->keys[i] = key;
             m->key_lens[i] = len;
             m->values[i] = value;
+            m->hashes[i] = (uint32_t)(h >> 32);
             return;
         }
-        if (m->key_lens[i] == len && !memcmp(m->keys[i], key, (size_t)len))
+        if (map_slot_is(m, i, (uint32_t)(h >> 32), key, len))
             return;
     }
 }
 
 static int map_get(const str_map *m, const char *key, int len)
 {
-    for (size_t i = hash_bytes(key, len) & m->mask; m->keys[i]; i = (i + 1) & m->mask)
-        if (m->key_lens[i] == len && !memcmp(m->keys[i], key, (size_t)len))
+    uint64_t h = hash_bytes(key, len);
+    for (size_t i = h & m->mask; m->keys[i]; i = (i + 1) & m->mask)
+        if (map_slot_is(m, i, (uint32_t)(h >> 32), key, len))
             return m->values[i];
     return -1;
 }
@@ -191,29 +209,25 @@ static bool is_space(uint32_t cp)
 
 /* ---- GPT-2 byte <-> printable character -------------------------------------------- */
 
+static bool printable_byte(int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174; }
+
 /* Bytes that are printable Latin-1 stand for themselves; the others are moved to
- * U+0100 and up, in byte order. */
-static uint32_t byte_to_cp(int b)
+ * U+0100 and up, in byte order. Both directions are tables in the tokenizer, filled at
+ * load, since every byte of every encoded word goes through them. */
+static void fill_byte_maps(tokenizer *t)
 {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174)
-        return (uint32_t)b;
-    int n = 0;
-    for (int i = 0; i < b; i++)
-        if (!((i >= 33 && i <= 126) || (i >= 161 && i <= 172) || i >= 174))
-            n++;
-    return 256 + (uint32_t)n;
+    int moved = 0;
+    for (uint32_t cp = 0; cp < CP_BYTE_MAX; cp++)
+        t->cp_byte[cp] = -1;
+    for (int b = 0; b < 256; b++) {
+        t->byte_cp[b] = printable_byte(b) ? (uint32_t)b : 256 + (uint32_t)moved++;
+        t->cp_byte[t->byte_cp[b]] = (int16_t)b;
+    }
 }
 
-static int cp_to_byte(uint32_t cp)
+static int cp_to_byte(const tokenizer *t, uint32_t cp)
 {
-    static int table[324];
-    static bool ready;
-    if (!ready) {  /* idempotent: racing threads write the same values */
-        for (int b = 0; b < 256; b++)
-            table[byte_to_cp(b)] = b;
-        ready = true;
-    }
-    return cp < 324 ? table[cp] : -1;
+    return cp < CP_BYTE_MAX ? t->cp_byte[cp] : -1;
 }
 
 /* ---- the merge engine --------------------------------------------------------------- */
@@ -357,6 +371,13 @@ static void emit(id_out *o, int32_t id)
     o->n++;
 }
 
+/* A vocabulary without the byte piece and without an unknown token drops the byte
+ * rather than emitting an invalid id (llama.cpp's BPE does the same). */
+static void emit_known(id_out *o, int32_t id)
+{
+    if (id >= 0) emit(o, id);
+}
+
 /* A merged symbol as tokens: its piece, or else its bytes one token each. */
 static void emit_symbol(const tokenizer *t, const char *text, const symbol *s, id_out *o)
 {
@@ -368,7 +389,7 @@ static void emit_symbol(const tokenizer *t, const char *text, const symbol *s, i
     if (t->family == FAMILY_SPM) {
         for (int i = 0; i < s->len; i++) {
             int32_t b = t->byte_tokens[(uint8_t)text[s->begin + i]];
-            emit(o, b >= 0 ? b : t->unk);
+            emit_known(o, b >= 0 ? b : t->unk);
         }
         return;
     }
@@ -376,7 +397,7 @@ static void emit_symbol(const tokenizer *t, const char *text, const symbol *s, i
         int l;
         utf8_decode(text + s->begin + i, (size_t)(s->len - i), &l);
         int cid = map_get(&t->piece_ids, text + s->begin + i, l);
-        emit(o, cid >= 0 ? cid : t->unk);
+        emit_known(o, cid >= 0 ? cid : t->unk);
         i += l;
     }
 }
@@ -384,6 +405,13 @@ static void emit_symbol(const tokenizer *t, const char *text, const symbol *s, i
 static int merge_and_emit(const tokenizer *t, const char *text, int n, id_out *o)
 {
     if (n == 0) return 0;
+    if (t->ignore_merges) {
+        int id = map_get(&t->piece_ids, text, n);
+        if (id >= 0) {
+            emit(o, id);
+            return 0;
+        }
+    }
     symbol *sym;
     if (merge_symbols(t, text, n, &sym) < 0) return -1;
     for (int i = 0; i >= 0; i = sym[i].next)
@@ -516,7 +544,12 @@ static int llama3_token(const cps *c, int i, int max_digits)
     return space_run(c, i);
 }
 
-static bool is_digit_cp(uint32_t cp) { return is_number(cp); }
+/* The first index at or after i whose code point is a number (c->n when none). */
+static int next_number(const cps *c, int i)
+{
+    while (i < c->n && !is_number(c->cp[i])) i++;
+    return i;
+}
 
 /* Cuts text into words and runs BPE on each. */
 static int bpe_encode_fragment(const tokenizer *t, const char *text, size_t len, id_out *o)
@@ -529,14 +562,14 @@ static int bpe_encode_fragment(const tokenizer *t, const char *text, size_t len,
     }
     char *word = malloc(len * 2 + 4);  /* every byte maps to a 1- or 2-byte character */
     int rc = word ? 0 : -1;
+    int digit = -1;  /* smollm: the next number at or after i, so the scan stays linear */
     for (int i = 0; i < c.n && rc == 0;) {
         int n;
-        if (t->pre == PRE_SMOLLM && is_digit_cp(c.cp[i])) {
+        if (t->pre == PRE_SMOLLM && digit < i) digit = next_number(&c, i);
+        if (t->pre == PRE_SMOLLM && digit == i) {
             n = 1;  /* digits one by one, then GPT-2 on what lies between */
         } else if (t->pre == PRE_SMOLLM) {
-            int end = i;
-            while (end < c.n && !is_digit_cp(c.cp[end])) end++;
-            cps part = {c.cp, c.offset, end};
+            cps part = {c.cp, c.offset, digit};
             n = gpt2_token(&part, i);
         } else if (t->pre == PRE_LLAMA3 || t->pre == PRE_QWEN2) {
             n = llama3_token(&c, i, t->pre == PRE_LLAMA3 ? 3 : 1);
@@ -546,7 +579,7 @@ static int bpe_encode_fragment(const tokenizer *t, const char *text, size_t len,
         if (n <= 0) n = 1;
         int wlen = 0;
         for (int b = c.offset[i]; b < c.offset[i + n]; b++)
-            wlen += utf8_encode(byte_to_cp((uint8_t)text[b]), word + wlen);
+            wlen += utf8_encode(t->byte_cp[(uint8_t)text[b]], word + wlen);
         rc = merge_and_emit(t, word, wlen, o);
         i += n;
     }
@@ -585,10 +618,11 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, bool add_
                      bool parse_special, int32_t *ids, int cap)
 {
     id_out o = {ids, cap, 0};
+    if (len > MAX_TEXT_BYTES) return -1;
     if (add_bos && t->bos >= 0) emit(&o, t->bos);
     size_t start = 0;
     for (size_t i = 0; i < len;) {
-        int32_t sp = t->n_specials ? special_at(t, text + i, len - i, parse_special) : -1;
+        int32_t sp = t->special_first[(uint8_t)text[i]] ? special_at(t, text + i, len - i, parse_special) : -1;
         if (sp < 0) {
             i++;
             continue;
@@ -625,7 +659,7 @@ int tokenizer_token_bytes(const tokenizer *t, int32_t id, bool render_special, c
     if (id < 0 || id >= t->n_vocab) return -1;
     const char *p = t->pieces[id];
     int kind = t->kinds[id], n = 0;
-    if (kind == KIND_CONTROL || kind == KIND_UNUSED)
+    if (kind == KIND_CONTROL || kind == KIND_UNUSED || kind == KIND_UNKNOWN)  /* as llama.cpp */
         return render_special ? put_bytes(buf, cap, 0, p, t->piece_lens[id]) : 0;
     if (kind == KIND_USER)
         return put_bytes(buf, cap, 0, p, t->piece_lens[id]);
@@ -648,7 +682,7 @@ int tokenizer_token_bytes(const tokenizer *t, int32_t id, bool render_special, c
     for (int i = 0; i < t->piece_lens[id];) {
         int l;
         uint32_t cp = utf8_decode(p + i, (size_t)(t->piece_lens[id] - i), &l);
-        int b = cp_to_byte(cp);
+        int b = cp_to_byte(t, cp);
         if (b >= 0) {
             char c = (char)b;
             n = put_bytes(buf, cap, n, &c, 1);
@@ -664,42 +698,44 @@ int tokenizer_token_bytes(const tokenizer *t, int32_t id, bool render_special, c
 
 static const char replacement[] = "\xef\xbf\xbd";
 
-/* Bytes of buf[0..n) that form complete characters go to out; an incomplete tail stays
- * in the stream. Invalid bytes become U+FFFD. */
+/* The length of the character that p[0..n) begins when those bytes are a well-formed
+ * start of one (Unicode's table 3-7: no overlong forms, surrogates or code points past
+ * U+10FFFF, so that the stream's output is always valid UTF-8), else 0. */
+static int utf8_valid_start(const uint8_t *p, int n)
+{
+    int need = p[0] < 0x80 ? 1 : p[0] < 0xc2 ? 0 : p[0] < 0xe0 ? 2 : p[0] < 0xf0 ? 3 : p[0] < 0xf5 ? 4 : 0;
+    if (need <= 1 || n < 2) return need;
+    uint8_t lo = p[0] == 0xe0 ? 0xa0 : p[0] == 0xf0 ? 0x90 : 0x80;
+    uint8_t hi = p[0] == 0xed ? 0x9f : p[0] == 0xf4 ? 0x8f : 0xbf;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int j = 2; j < need && j < n; j++)
+        if ((p[j] & 0xc0) != 0x80) return 0;
+    return need;
+}
+
+/* Bytes of buf[0..n) that form complete characters go to out, each one whole or not at
+ * all (a full out drops the rest rather than ending inside a character); an incomplete
+ * tail stays in the stream. A byte that cannot start a valid character becomes U+FFFD
+ * and the scan resumes at the next byte. */
 static int drain_complete(detok_stream *s, const char *buf, int n, char *out, int cap)
 {
-    int w = 0, i = 0;
-    while (i < n) {
-        uint8_t c = (uint8_t)buf[i];
-        int need = utf8_len(c);
-        bool lead_ok = c < 0x80 || (c >= 0xc2 && c <= 0xf4);
-        if (!lead_ok) {
-            w = put_bytes(out, cap, w, replacement, 3);
-            i++;
-            continue;
-        }
-        if (i + need > n) {  /* incomplete: hold back if what is there is a valid start */
-            bool ok = true;
-            for (int j = i + 1; j < n; j++)
-                if (((uint8_t)buf[j] & 0xc0) != 0x80) ok = false;
-            if (ok) {
-                s->n_pending = n - i;
-                memcpy(s->pending, buf + i, (size_t)(n - i));
-                return w;
-            }
-        }
-        bool valid = i + need <= n;
-        for (int j = 1; valid && j < need; j++)
-            if (((uint8_t)buf[i + j] & 0xc0) != 0x80) valid = false;
-        if (!valid) {
-            w = put_bytes(out, cap, w, replacement, 3);
-            i++;
-            continue;
-        }
-        w = put_bytes(out, cap, w, buf + i, need);
-        i += need;
-    }
+    const uint8_t *u = (const uint8_t *)buf;
+    int w = 0;
+    bool full = false;
     s->n_pending = 0;
+    for (int i = 0; i < n;) {
+        int len = utf8_valid_start(u + i, n - i);
+        if (len > n - i) {  /* a valid beginning, cut off by the end of the token */
+            s->n_pending = n - i;
+            memcpy(s->pending, buf + i, (size_t)(n - i));
+            break;
+        }
+        const char *piece = len ? buf + i : replacement;
+        int plen = len ? len : 3;
+        if (!full && w + plen <= cap) w = put_bytes(out, cap, w, piece, plen);
+        else full = true;
+        i += len ? len : 1;
+    }
     return w;
 }
 
@@ -712,16 +748,14 @@ int detok_stream_push(detok_stream *s, const tokenizer *t, int32_t id, char *out
     if (len < 0) len = 0;
     if (len > (int)sizeof buf - n) len = (int)sizeof buf - n;
     s->n_tokens++;
-    s->n_pending = 0;
-    int w = drain_complete(s, buf, n + len, out, cap);
-    return w < cap ? w : cap;
+    return drain_complete(s, buf, n + len, out, cap);
 }
 
 int detok_stream_flush(detok_stream *s, char *out, int cap)
 {
-    int w = s->n_pending ? put_bytes(out, cap, 0, replacement, 3) : 0;
+    int w = s->n_pending && cap >= 3 ? put_bytes(out, cap, 0, replacement, 3) : 0;
     s->n_pending = 0;
-    return w < cap ? w : cap;
+    return w;
 }
 
 /* ---- loading ------------------------------------------------------------------------- */
@@ -738,16 +772,28 @@ static int32_t id_key(const gguf_file *f, const char *key, int n_vocab)
     return gguf_get_u64(f, key, &v) && v < (uint64_t)n_vocab ? (int32_t)v : -1;
 }
 
+/* `tokenizer.ggml.pre` names as llama.cpp's llama-vocab.cpp maps them onto the four
+ * splitters written here. */
+static const struct {
+    const char *name;
+    enum pre_split pre;
+} pre_names[] = {
+    {"smollm", PRE_SMOLLM},   {"llama3", PRE_LLAMA3}, {"llama-v3", PRE_LLAMA3},
+    {"llama-bpe", PRE_LLAMA3}, {"falcon3", PRE_LLAMA3}, {"qwen2", PRE_QWEN2},
+    {"deepseek-r1-qwen", PRE_QWEN2}, {"megrez", PRE_QWEN2}, {"gpt2", PRE_GPT2},
+    {"gpt-2", PRE_GPT2},      {"phi-2", PRE_GPT2},    {"mpt", PRE_GPT2},
+    {"olmo", PRE_GPT2},
+};
+
 static enum pre_split pre_from_name(const gguf_file *f)
 {
     gguf_str pre;
     if (!gguf_get_str(f, "tokenizer.ggml.pre", &pre)) return PRE_GPT2;
-    if (gguf_str_eq(pre, "smollm")) return PRE_SMOLLM;
-    if (gguf_str_eq(pre, "llama3") || gguf_str_eq(pre, "llama-bpe") || gguf_str_eq(pre, "llama-v3"))
-        return PRE_LLAMA3;
-    if (gguf_str_eq(pre, "qwen2") || gguf_str_eq(pre, "deepseek-r1-qwen")) return PRE_QWEN2;
-    if (!gguf_str_eq(pre, "gpt2") && !gguf_str_eq(pre, "default"))
-        fprintf(stderr, "warning: pre-tokenizer '%.*s' is not known; using GPT-2's\n", (int)pre.len, pre.ptr);
+    for (size_t i = 0; i < sizeof pre_names / sizeof pre_names[0]; i++)
+        if (gguf_str_eq(pre, pre_names[i].name)) return pre_names[i].pre;
+    if (!gguf_str_eq(pre, "default"))
+        fprintf(stderr, "warning: pre-tokenizer '%.*s' is not known; using GPT-2's\n",
+                (int)(pre.len > 64 ? 64 : pre.len), pre.ptr);
     return PRE_GPT2;
 }
 
@@ -824,8 +870,10 @@ static int index_specials(tokenizer *t, const gguf_file *f)
     t->specials = malloc(sizeof *t->specials * (size_t)t->n_vocab);
     if (t->specials == NULL) return -1;
     for (int i = 0; i < t->n_vocab; i++) {
-        if ((t->kinds[i] == KIND_CONTROL || t->kinds[i] == KIND_USER) && t->piece_lens[i] > 0)
+        if ((t->kinds[i] == KIND_CONTROL || t->kinds[i] == KIND_USER) && t->piece_lens[i] > 0) {
             t->specials[t->n_specials++] = i;
+            t->special_first[(uint8_t)t->pieces[i][0]] = true;
+        }
         if (t->kinds[i] == KIND_CONTROL && is_end_text(t->pieces[i])) t->eog[i] = true;
     }
     qsort_r(t->specials, (size_t)t->n_specials, sizeof *t->specials, compare_by_length, t);
@@ -848,7 +896,7 @@ static void index_bytes(tokenizer *t)
         if (t->family == FAMILY_SPM)
             n = snprintf(piece, sizeof piece, "<0x%02X>", b);
         else
-            n = utf8_encode(byte_to_cp(b), piece);
+            n = utf8_encode(t->byte_cp[b], piece);
         t->byte_tokens[b] = map_get(&t->piece_ids, piece, n);
     }
 }
@@ -867,6 +915,7 @@ int tokenizer_load(tokenizer **out, const gguf_file *f, char *err, size_t errsz)
     } else if (gguf_str_eq(model, "gpt2")) {
         t->family = FAMILY_BPE;
         t->pre = pre_from_name(f);
+        t->ignore_merges = t->pre == PRE_LLAMA3;
     } else {
         snprintf(err, errsz, "tokenizer '%.*s' is not supported (llama and gpt2 are)",
                  (int)(model.len > 64 ? 64 : model.len), model.ptr);
@@ -879,6 +928,7 @@ int tokenizer_load(tokenizer **out, const gguf_file *f, char *err, size_t errsz)
         tokenizer_free(t);
         return -1;
     }
+    fill_byte_maps(t);
     index_bytes(t);
     bool v;
     t->add_bos = gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &v) ? v : t->family == FAMILY_SPM;
