@@ -473,9 +473,9 @@ static void test_tiny_bpe_pre(void **state)
     }
 }
 
-/* Long inputs cost about n log n: a regression to n^2 (a scan to the end of the text
- * per word, say) takes minutes here, the real cost tens of milliseconds. */
-static void test_long_text_is_fast(void **state)
+/* A long input (256 KB) encodes whole. Its speed is not asserted here (tests do not
+ * time things); a regression to n^2 would show as this test taking minutes. */
+static void test_long_text(void **state)
 {
     (void)state;
     size_t len = 256 * 1024;
@@ -487,13 +487,8 @@ static void test_long_text_is_fast(void **state)
         if (p == 1 && !have_smollm2()) break;
         loaded l = load(paths[p]);
         int32_t *ids = malloc(sizeof *ids * len);
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
         int n = tokenizer_encode(l.t, text, len, false, false, ids, (int)len);
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        double s = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
         assert_true(n > 1000 && n <= (int)len);
-        if (s > 5.0) fail_msg("%s: %zu bytes took %.2f s to encode", paths[p], len, s);
         free(ids);
         unload(l);
     }
@@ -552,7 +547,7 @@ int main(void)
         cmocka_unit_test(test_ids_out_of_range),
         cmocka_unit_test(test_tiny_spm),
         cmocka_unit_test(test_tiny_bpe_pre),
-        cmocka_unit_test(test_long_text_is_fast),
+        cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
