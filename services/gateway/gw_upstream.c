@@ -21,6 +21,9 @@
 #define TYPE_CANCEL "Cancel"
 #define TYPE_ERROR "Error"
 #define TYPE_HEARTBEAT "WorkerHeartbeat"
+#define TYPE_MODELS_REQUEST "ModelsRequest"
+#define TYPE_MODEL_LIST "ModelList"
+#define MODELS_POLL_MS 1000
 #define MAX_FRAMES 8
 #define MAX_MODELS 64
 #define MODEL_NAME_MAX 256
@@ -46,8 +49,9 @@ struct gw_upstream {
     pending *pending;           /* in-flight generations (a few hundred at most) */
     size_t n_pending;
     struct timespec last_heard; /* any message from the router */
-    char *models[MAX_MODELS];   /* the router's last model list, if it sends one */
+    char *models[MAX_MODELS];   /* the router's last model list */
     size_t n_models;
+    struct event *models_timer; /* asks the router for its ModelList every MODELS_POLL_MS */
 };
 
 static double elapsed_ms(const struct timespec *t0)
@@ -369,6 +373,25 @@ static void note_models(gw_upstream *up, const uint8_t *buf, size_t len)
     citadel__worker_heartbeat__free_unpacked(m, NULL);
 }
 
+/* The router's ModelList replaces the model list. */
+static void note_model_list(gw_upstream *up, const uint8_t *buf, size_t len)
+{
+    Citadel__ModelList *m = citadel__model_list__unpack(NULL, len, buf);
+    if (m == NULL) {
+        gw_log(GW_LOG_WARN, NULL, "undecodable ModelList from the router (%zu bytes)", len);
+        gw_metric_error("bad_message");
+        return;
+    }
+    for (size_t i = 0; i < up->n_models; i++) free(up->models[i]);
+    up->n_models = 0;
+    for (size_t i = 0; i < m->n_models && up->n_models < MAX_MODELS; i++) {
+        if (strlen(m->models[i]) >= MODEL_NAME_MAX) continue;
+        char *copy = strdup(m->models[i]);
+        if (copy) up->models[up->n_models++] = copy;
+    }
+    citadel__model_list__free_unpacked(m, NULL);
+}
+
 /* Reads one whole multipart message. Returns the frame count, 0 when none is waiting,
  * -1 on error. Frames beyond MAX_FRAMES are read and dropped. */
 static int recv_message(gw_upstream *up, zmq_msg_t *frames)
@@ -408,6 +431,7 @@ static void dispatch(gw_upstream *up, zmq_msg_t *frames, int n)
 #define IS(t) (tlen == strlen(t) && memcmp(type, t, tlen) == 0)
     if (IS(TYPE_CHUNK)) deliver_chunk(up, payload, plen);
     else if (IS(TYPE_ERROR)) deliver_error(up, payload, plen);
+    else if (IS(TYPE_MODEL_LIST)) note_model_list(up, payload, plen);
     else if (IS(TYPE_HEARTBEAT)) note_models(up, payload, plen);
     else {
         gw_log(GW_LOG_WARN, NULL, "unknown message type '%.*s' from the router", (int)(tlen < 40 ? tlen : 40), type);
@@ -436,6 +460,15 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     drain(arg);
+}
+
+/* Asks the router for its model list (the answer arrives as a ModelList); a send that
+ * fails (no router connected yet) is simply tried again on the next tick. */
+static void on_models_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_frames(arg, TYPE_MODELS_REQUEST, (const uint8_t *)"", 0);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
@@ -473,6 +506,14 @@ gw_upstream *gw_upstream_new(struct event_base *base, const gw_upstream_config *
         gw_upstream_free(up);
         return NULL;
     }
+    struct timeval every = {MODELS_POLL_MS / 1000, (MODELS_POLL_MS % 1000) * 1000};
+    up->models_timer = event_new(base, -1, EV_PERSIST, on_models_timer, up);
+    if (up->models_timer == NULL || event_add(up->models_timer, &every) != 0) {
+        snprintf(err, errsz, "cannot start the model list timer");
+        gw_upstream_free(up);
+        return NULL;
+    }
+    event_active(up->models_timer, EV_TIMEOUT, 0);   /* ask once right away */
     return up;
 }
 
@@ -487,6 +528,7 @@ void gw_upstream_free(gw_upstream *up)
         free(c);
         remove_pending(up, p);
     }
+    if (up->models_timer) event_free(up->models_timer);
     if (up->readable) event_free(up->readable);
     if (up->sock) zmq_close(up->sock);
     if (up->zctx) zmq_ctx_term(up->zctx);

@@ -68,8 +68,9 @@ size_t gw_upstream_in_flight(const gw_upstream *up);
 /* Whether the router answered anything recently (for /health and /readyz). */
 bool gw_upstream_router_seen(const gw_upstream *up);
 
-/* The models the router last reported (its view of worker heartbeats); *n may be 0
- * when it has said nothing yet. Valid until the next event loop turn. */
+/* The models the router last reported in a ModelList (asked for every second with a
+ * ModelsRequest: the union of its live workers' heartbeats); *n may be 0 before the
+ * first answer. */
 const char *const *gw_upstream_models(const gw_upstream *up, size_t *n);
 
 #endif

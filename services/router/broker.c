@@ -206,6 +206,28 @@ static void on_cancel(broker *b, frames *f)
     log_msg(LOG_INFO, rid, "cancelled by the gateway");
 }
 
+/* ModelsRequest: answer with every model a live worker announces, each once. */
+static void on_models_request(broker *b, frames *f)
+{
+    static const char *names[REGISTRY_MAX_WORKERS * REGISTRY_MAX_MODELS];
+    size_t n = 0;
+    for (int i = 0; i < b->workers.n_workers; i++) {
+        const registry_worker *w = &b->workers.workers[i];
+        for (int j = 0; j < w->n_models; j++) {
+            bool seen = false;
+            for (size_t k = 0; k < n && !seen; k++)
+                seen = strcmp(names[k], w->models[j]) == 0;
+            if (!seen)
+                names[n++] = w->models[j];
+        }
+    }
+    size_t len;
+    uint8_t *buf = wire_pack_model_list(names, n, &len);
+    if (buf && send_to(b->frontend, frame_data(f, 0), frame_size(f, 0), WIRE_MODEL_LIST, buf, len))
+        log_msg(LOG_DEBUG, "", "gateway gone, model list not delivered");
+    free(buf);
+}
+
 void broker_on_frontend(broker *b, double now)
 {
     frames f;
@@ -222,6 +244,8 @@ void broker_on_frontend(broker *b, double now)
         on_generate_request(b, &f, now);
     } else if (frame_is(&f, 2, WIRE_CANCEL)) {
         on_cancel(b, &f);
+    } else if (frame_is(&f, 2, WIRE_MODELS_REQUEST)) {
+        on_models_request(b, &f);
     } else {
         b->stats.bad_messages++;
         char msg[128];

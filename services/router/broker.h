@@ -3,7 +3,7 @@
  *
  * Sockets (both ROUTER, frames [identity][empty][type][payload]):
  *   frontend  gateways' DEALERs send GenerateRequest and Cancel, get back
- *             GenerateChunk streams and Error
+ *             GenerateChunk streams and Error; a ModelsRequest gets a ModelList
  *   backend   workers' DEALERs send WorkerHeartbeat, GenerateChunk and Error, get
  *             GenerateRequest and Cancel
  * The broker owns the registry (registry.h) and the requests in flight (pending.h);

@@ -121,3 +121,15 @@ uint8_t *wire_pack_cancel(const char *request_id, size_t *len)
         citadel__cancel__pack(&m, buf);
     return buf;
 }
+
+uint8_t *wire_pack_model_list(const char *const *models, size_t n, size_t *len)
+{
+    Citadel__ModelList m = CITADEL__MODEL_LIST__INIT;
+    m.models = (char **)models;
+    m.n_models = n;
+    *len = citadel__model_list__get_packed_size(&m);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf)
+        citadel__model_list__pack(&m, buf);
+    return buf;
+}

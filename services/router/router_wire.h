@@ -23,6 +23,8 @@
 #define WIRE_CANCEL "Cancel"
 #define WIRE_ERROR "Error"
 #define WIRE_HEARTBEAT "WorkerHeartbeat"
+#define WIRE_MODELS_REQUEST "ModelsRequest"
+#define WIRE_MODEL_LIST "ModelList"
 
 /* The error kinds the router reports (mapped onto the proto's codes when packed). */
 enum wire_error_kind {
@@ -57,5 +59,7 @@ void wire_heartbeat_free(wire_heartbeat *hb);
  * its length in *len, or NULL when out of memory. */
 uint8_t *wire_pack_error(const char *request_id, enum wire_error_kind kind, const char *message, size_t *len);
 uint8_t *wire_pack_cancel(const char *request_id, size_t *len);
+/* Packs a ModelList of these n model names (the answer to a ModelsRequest). */
+uint8_t *wire_pack_model_list(const char *const *models, size_t n, size_t *len);
 
 #endif
