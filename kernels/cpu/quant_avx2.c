@@ -38,6 +38,8 @@ gemm_tile_fn gemm_tile_kernel_avx2(enum tensor_type type)
     case TENSOR_Q8_0: return tile_q8_0_avx2;
     case TENSOR_Q4_0: return tile_q4_0_avx2;
     case TENSOR_Q4_1: return tile_q4_1_avx2;
+    case TENSOR_Q4_K: return tile_q4_k_avx2;
+    case TENSOR_Q6_K: return tile_q6_k_avx2;
     default: return NULL;
     }
 }

@@ -259,6 +259,160 @@ static inline void tk_q4_k_scale_min(int j, const uint8_t *s, int *scale, int *m
 
 static inline __m256i tk_widen(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
 
+/* ---- K formats: tiles of up to 2 rows x 4 tokens ------------------------------------
+ *
+ * The q8a scale changes every 32 elements, so a sub-block's integer sum cannot be
+ * carried into the next one: each (row, token) pair converts and scales its sum once
+ * per sub-block. What the tile saves is the rest: the weights are unpacked and their
+ * scales decoded once for all the tile's tokens, and each token's block is loaded once
+ * for both rows. 2 x 4 float accumulators leave registers for the unpacked weights. */
+
+enum { TK_K_ROWS = 2 };
+
+/* Q4_K: sub-block j's scale d*sc and offset dmin*m as floats. */
+static inline void tk_q4_k_scales(const block_q4_k *b, float *scale, float *min)
+{
+    float d = tk_half(b->d), dmin = tk_half(b->dmin);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        tk_q4_k_scale_min(j, b->scales, &sc, &m);
+        scale[j] = d * (float)sc;
+        min[j] = dmin * (float)m;
+    }
+}
+
+/* Q4_K: chunk c (64 elements) holds sub-block 2c in its low nibbles, 2c+1 in its high
+ * ones; x = scale * q - min, and the min meets the activation block sum s. */
+#define TK_DEFINE_Q4_K(RM, RN)                                                                  \
+    static void TK_NAME(tile_q4_k_##RM##x##RN)(const void *w, size_t ws, const block_q8a *x,     \
+                                                size_t xs, int nb, float *y, size_t ys)          \
+    {                                                                                           \
+        const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);                \
+        __m256 acc[RM][RN];                                                                     \
+        float offset[RM][RN] = {{0}};                                                           \
+        for (int r = 0; r < RM; r++)                                                            \
+            for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();                       \
+        for (int i = 0; i < nb / 8; i++) {                                                      \
+            const block_q4_k *blk[RM];                                                          \
+            float scale[RM][8], min[RM][8];                                                     \
+            for (int r = 0; r < RM; r++) {                                                      \
+                blk[r] = (const block_q4_k *)((const char *)w + r * ws) + i;                    \
+                tk_q4_k_scales(blk[r], scale[r], min[r]);                                       \
+            }                                                                                   \
+            for (int j = 0; j < 8; j++) {                                                       \
+                __m256i q[RM];                                                                  \
+                __m256 sw[RM];                                                                  \
+                for (int r = 0; r < RM; r++) {                                                  \
+                    __m256i raw = _mm256_loadu_si256((const __m256i *)(blk[r]->qs + 32 * (j / 2))); \
+                    q[r] = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(raw, 4) : raw, low);      \
+                    sw[r] = _mm256_set1_ps(scale[r][j]);                                        \
+                }                                                                               \
+                for (int t = 0; t < RN; t++) {                                                  \
+                    const block_q8a *a = &x[t * xs + i * 8 + j];                                \
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)a->q);                     \
+                    __m256 dx = _mm256_set1_ps(a->d);                                           \
+                    for (int r = 0; r < RM; r++) {                                              \
+                        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], xv), ones);    \
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sw[r], dx), \
+                                                    acc[r][t]);                                 \
+                        offset[r][t] += min[r][j] * a->s;                                       \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int r = 0; r < RM; r++)                                                            \
+            for (int t = 0; t < RN; t++) y[t * ys + r] = tk_hsum(acc[r][t]) - offset[r][t];     \
+    }
+
+/* Q6_K: sub-block j (32 elements) of half h = j / 4 is ql's low (j % 4 < 2) or high
+ * nibbles of bytes 64h + 32(j % 2), with bits 2(j % 4) of qh[32h..] on top: 0..63. The
+ * -32 offset is taken off in 16 bits (maddubs of 32 with x, once per token), and the
+ * two per-16 int8 scales applied by madd. */
+static inline __m256i tk_q6_k_quants(const block_q6_k *b, int j)
+{
+    const __m256i low = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+    int h = j / 4, r = j % 4;
+    __m256i ql = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (r & 1)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+    __m256i lo = _mm256_and_si256(r < 2 ? ql : _mm256_srli_epi16(ql, 4), low);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * r), three);
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+}
+
+#define TK_DEFINE_Q6_K(RM, RN)                                                                  \
+    static void TK_NAME(tile_q6_k_##RM##x##RN)(const void *w, size_t ws, const block_q8a *x,     \
+                                                size_t xs, int nb, float *y, size_t ys)          \
+    {                                                                                           \
+        const __m256i k32 = _mm256_set1_epi8(32);                                               \
+        __m256 acc[RM][RN];                                                                     \
+        for (int r = 0; r < RM; r++)                                                            \
+            for (int t = 0; t < RN; t++) acc[r][t] = _mm256_setzero_ps();                       \
+        for (int i = 0; i < nb / 8; i++) {                                                      \
+            const block_q6_k *blk[RM];                                                          \
+            __m256 dw[RM];                                                                      \
+            for (int r = 0; r < RM; r++) {                                                      \
+                blk[r] = (const block_q6_k *)((const char *)w + r * ws) + i;                    \
+                dw[r] = _mm256_set1_ps(tk_half(blk[r]->d));                                     \
+            }                                                                                   \
+            for (int j = 0; j < 8; j++) {                                                       \
+                __m256i q[RM], sc[RM];                                                          \
+                for (int r = 0; r < RM; r++) {                                                  \
+                    q[r] = tk_q6_k_quants(blk[r], j);                                           \
+                    sc[r] = _mm256_set_m128i(_mm_set1_epi16(blk[r]->scales[2 * j + 1]),         \
+                                             _mm_set1_epi16(blk[r]->scales[2 * j]));            \
+                }                                                                               \
+                for (int t = 0; t < RN; t++) {                                                  \
+                    const block_q8a *a = &x[t * xs + i * 8 + j];                                \
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)a->q);                     \
+                    __m256i off = _mm256_maddubs_epi16(k32, xv);                                \
+                    __m256 dx = _mm256_set1_ps(a->d);                                           \
+                    for (int r = 0; r < RM; r++) {                                              \
+                        __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q[r], xv), off);    \
+                        __m256i p = _mm256_madd_epi16(p16, sc[r]);                              \
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], dx), \
+                                                    acc[r][t]);                                 \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int r = 0; r < RM; r++)                                                            \
+            for (int t = 0; t < RN; t++) y[t * ys + r] = tk_hsum(acc[r][t]);                    \
+    }
+
+#define TK_DEFINE_K_ALL(DEF)                                                                    \
+    DEF(1, 1) DEF(1, 2) DEF(1, 3) DEF(1, 4) DEF(2, 1) DEF(2, 2) DEF(2, 3) DEF(2, 4)
+
+TK_DEFINE_K_ALL(TK_DEFINE_Q4_K)
+TK_DEFINE_K_ALL(TK_DEFINE_Q6_K)
+
+#define TK_K_TABLE(prefix)                                                                      \
+    {{TK_NAME(prefix##1x1), TK_NAME(prefix##1x2), TK_NAME(prefix##1x3), TK_NAME(prefix##1x4)},  \
+     {TK_NAME(prefix##2x1), TK_NAME(prefix##2x2), TK_NAME(prefix##2x3), TK_NAME(prefix##2x4)}}
+
+static const tk_fixed_fn tk_q4_k[2][4] = TK_K_TABLE(tile_q4_k_);
+static const tk_fixed_fn tk_q6_k[2][4] = TK_K_TABLE(tile_q6_k_);
+
+/* The caller's tile (up to 4 x 4) as row pairs. */
+static inline void tk_k_tile(const tk_fixed_fn table[2][4], const void *w, size_t ws, const block_q8a *x,
+                             size_t xs, int nb, float *y, size_t ys, int rm, int rn)
+{
+    for (int r = 0; r < rm; r += TK_K_ROWS) {
+        int n = rm - r < TK_K_ROWS ? rm - r : TK_K_ROWS;
+        table[n - 1][rn - 1]((const char *)w + r * ws, ws, x, xs, nb, y + r, ys);
+    }
+}
+
+static void TK_NAME(tile_q4_k)(const void *w, size_t ws, const block_q8a *x, size_t xs, int nb,
+                                float *y, size_t ys, int rm, int rn)
+{
+    tk_k_tile(tk_q4_k, w, ws, x, xs, nb, y, ys, rm, rn);
+}
+static void TK_NAME(tile_q6_k)(const void *w, size_t ws, const block_q8a *x, size_t xs, int nb,
+                                float *y, size_t ys, int rm, int rn)
+{
+    tk_k_tile(tk_q6_k, w, ws, x, xs, nb, y, ys, rm, rn);
+}
+
 /* Q4_K: each 64-element chunk holds sub-block 2j in low nibbles and 2j+1 in high ones. */
 static float TK_NAME(dot_q4_k)(const void *w, const float *x, const block_q8a *xq, int64_t n)
 {
