@@ -23,6 +23,7 @@ vec_dot_fn vec_dot_kernel_avx2(enum tensor_type type)
     switch (type) {
     case TENSOR_F32: return dot_f32_avx2;
     case TENSOR_F16: return dot_f16_avx2;
+    case TENSOR_BF16: return dot_bf16_avx2;
     case TENSOR_Q8_0: return dot_q8_0_avx2;
     case TENSOR_Q4_0: return dot_q4_0_avx2;
     case TENSOR_Q4_1: return dot_q4_1_avx2;

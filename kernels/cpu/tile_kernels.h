@@ -17,6 +17,7 @@
 #define CITADEL_TILE_KERNELS_H
 
 #include <immintrin.h>
+#include <string.h>
 
 #include "cpu/quant_simd.h"
 
@@ -210,6 +211,29 @@ static float TK_NAME(dot_f16)(const void *w, const float *x, const block_q8a *xq
     float sum = tk_hsum(acc);
     for (; i < n; i++)
         sum += _cvtsh_ss(a[i]) * x[i];
+    return sum;
+}
+
+/* bf16 is the top half of an f32: widen to 32 bits and shift into place. */
+static float TK_NAME(dot_bf16)(const void *w, const float *x, const block_q8a *xq, int64_t n)
+{
+    (void)xq;
+    const uint16_t *a = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i h0 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(a + i)));
+        __m256i h1 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(a + i + 8)));
+        acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h0, 16)), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h1, 16)), _mm256_loadu_ps(x + i + 8), acc1);
+    }
+    float sum = tk_hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) {
+        uint32_t bits = (uint32_t)a[i] << 16;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        sum += f * x[i];
+    }
     return sum;
 }
 
