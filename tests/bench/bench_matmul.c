@@ -52,15 +52,23 @@ static double time_calls(threadpool *pool, float *y, const float *x, int T, cons
 /* Enough distinct bytes to fall out of any L3 this runs on. */
 enum { COLD_BYTES = 256 << 20 };
 
-/* Seconds per decode call over copies of w (n copies of `bytes`) taken in turn. */
-static double time_cold(threadpool *pool, float *y, const float *x, char *copies, int n,
-                        size_t bytes, enum tensor_type type, int OC, int C)
+/* Seconds per decode call over n copies of w (`bytes` each, packed where packs is not
+ * NULL) taken in turn. */
+static double time_cold(threadpool *pool, float *y, const float *x, const char *copies,
+                        packed_matrix **packs, int n, size_t bytes, enum tensor_type type,
+                        int OC, int C)
 {
-    int reps = n * 4;
-    double t0 = now();
-    for (int i = 0; i < reps; i++)
-        matmul(pool, y, x, 1, copies + (size_t)(i % n) * bytes, type, OC, C);
-    return (now() - t0) / reps;
+    double runs[3];
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        for (int i = 0; i < n * 2; i++) {
+            if (packs) matmul_packed(pool, y, x, 1, packs[i % n]);
+            else matmul(pool, y, x, 1, copies + (size_t)(i % n) * bytes, type, OC, C);
+        }
+        runs[r] = (now() - t0) / (n * 2);
+    }
+    qsort(runs, 3, sizeof runs[0], by_value);
+    return runs[1];
 }
 
 typedef struct read_job {
@@ -116,10 +124,21 @@ static void bench_shape(threadpool *pool, enum tensor_type type, int OC, int C)
     for (int i = 0; copies && i < n_copies; i++)
         memcpy(copies + (size_t)i * bytes, w, bytes);
     if (copies) {
-        double cold = time_cold(pool, y, x, copies, n_copies, bytes, type, OC, C);
-        printf("%-5s cold   %6d x %-5d  decode %8.1f us %6.1f GB/s   (plain read of %d MiB: %.1f GB/s)\n",
-               tensor_type_info(type)->name, OC, C, cold * 1e6, bytes / cold / 1e9,
-               (int)((bytes * n_copies) >> 20), read_bandwidth(pool, copies, bytes * n_copies));
+        packed_matrix **packs = calloc(n_copies, sizeof *packs);
+        for (int i = 0; packs && i < n_copies; i++)
+            packs[i] = matmul_pack(copies + (size_t)i * bytes, type, OC, C);
+        if (packs && packs[0] == NULL) {
+            free(packs);
+            packs = NULL;
+        }
+        double cold = time_cold(pool, y, x, copies, packs, n_copies, bytes, type, OC, C);
+        printf("%-5s %-6s %6d x %-5d  cold decode %6.1f us %6.1f GB/s   (plain read of %d MiB: %.1f GB/s)\n",
+               tensor_type_info(type)->name, packs ? "packed" : "plain", OC, C, cold * 1e6,
+               bytes / cold / 1e9, (int)((bytes * n_copies) >> 20),
+               read_bandwidth(pool, copies, bytes * n_copies));
+        for (int i = 0; packs && i < n_copies; i++)
+            packed_matrix_free(packs[i]);
+        free(packs);
         free(copies);
     }
     packed_matrix *p = matmul_pack(w, type, OC, C);
