@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/matmul_simd.h"
 #include "cpu/quant.h"
 #include "cpu/quant_simd.h"
 #include "cpu/simd.h"
@@ -29,6 +30,7 @@ typedef struct matmul_job {
     int T, OC, C;
     int rows_per_task;
     gemm_tile_fn tile;      /* NULL: fall back to vec_dot per output */
+    int float_tiles;        /* F32/F16/BF16 weights through float_tile_avx2 */
 } matmul_job;
 
 static gemm_tile_fn tile_kernel(enum tensor_type type)
@@ -54,6 +56,19 @@ static void rows_by_tiles(const matmul_job *job, int r0, int r1)
     }
 }
 
+static void rows_by_float_tiles(const matmul_job *job, int r0, int r1)
+{
+    for (int r = r0; r < r1; r += TILE_ROWS) {
+        int rm = r1 - r < TILE_ROWS ? r1 - r : TILE_ROWS;
+        for (int t = 0; t < job->T; t += TILE_TOKENS) {
+            int rn = job->T - t < TILE_TOKENS ? job->T - t : TILE_TOKENS;
+            float_tile_avx2(job->type, job->w + (size_t)r * job->w_stride, job->w_stride,
+                            job->x + (size_t)t * job->C, (size_t)job->C, job->C,
+                            job->y + (size_t)t * job->OC + r, (size_t)job->OC, rm, rn);
+        }
+    }
+}
+
 static void rows_by_dots(const matmul_job *job, int r0, int r1)
 {
     int nb = job->C / QK;
@@ -75,6 +90,8 @@ static void matmul_task(void *ctx, int task, int n_tasks, int thread)
     int r1 = r0 + job->rows_per_task < job->OC ? r0 + job->rows_per_task : job->OC;
     if (job->tile)
         rows_by_tiles(job, r0, r1);
+    else if (job->float_tiles)
+        rows_by_float_tiles(job, r0, r1);
     else
         rows_by_dots(job, r0, r1);
 }
@@ -144,6 +161,9 @@ void matmul(threadpool *pool, float *y, const float *x, int T, const void *w,
     if (type_uses_q8a(type)) {
         job.xq = quantize_activations(pool, x, T, C);
         job.tile = tile_kernel(type);
+    } else {
+        job.float_tiles = simd_level() >= SIMD_AVX2 && C % 8 == 0 &&
+                          (type == TENSOR_F32 || type == TENSOR_F16 || type == TENSOR_BF16);
     }
     int n_tasks = (OC + job.rows_per_task - 1) / job.rows_per_task;
     threadpool_run(pool, matmul_task, &job, n_tasks);
