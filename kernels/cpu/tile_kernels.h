@@ -416,25 +416,20 @@ TK_DEFINE_K_ALL(TK_DEFINE_Q6_K)
 static const tk_fixed_fn tk_q4_k[2][4] = TK_K_TABLE(tile_q4_k_);
 static const tk_fixed_fn tk_q6_k[2][4] = TK_K_TABLE(tile_q6_k_);
 
-/* The caller's tile (up to 4 x 4) as row pairs. */
-static inline void tk_k_tile(const tk_fixed_fn table[2][4], const void *w, size_t ws, const block_q8a *x,
-                             size_t xs, int nb, float *y, size_t ys, int rm, int rn)
+/* The caller's tile (up to 4 x 4) as row pairs; a single token (decode) goes row by row
+ * through the dot product below, which streams faster than the pair tile. */
+static inline void tk_k_tile(const tk_fixed_fn table[2][4], vec_dot_fn dot, const void *w, size_t ws,
+                             const block_q8a *x, size_t xs, int nb, float *y, size_t ys, int rm, int rn)
 {
+    if (rn == 1) {
+        for (int r = 0; r < rm; r++)
+            y[r] = dot((const char *)w + r * ws, NULL, x, (int64_t)nb * QK);
+        return;
+    }
     for (int r = 0; r < rm; r += TK_K_ROWS) {
         int n = rm - r < TK_K_ROWS ? rm - r : TK_K_ROWS;
         table[n - 1][rn - 1]((const char *)w + r * ws, ws, x, xs, nb, y + r, ys);
     }
-}
-
-static void TK_NAME(tile_q4_k)(const void *w, size_t ws, const block_q8a *x, size_t xs, int nb,
-                                float *y, size_t ys, int rm, int rn)
-{
-    tk_k_tile(tk_q4_k, w, ws, x, xs, nb, y, ys, rm, rn);
-}
-static void TK_NAME(tile_q6_k)(const void *w, size_t ws, const block_q8a *x, size_t xs, int nb,
-                                float *y, size_t ys, int rm, int rn)
-{
-    tk_k_tile(tk_q6_k, w, ws, x, xs, nb, y, ys, rm, rn);
 }
 
 /* Q4_K: each 64-element chunk holds sub-block 2j in low nibbles and 2j+1 in high ones. */
@@ -499,6 +494,17 @@ static float TK_NAME(dot_q6_k)(const void *w, const float *x, const block_q8a *x
         }
     }
     return tk_hsum(acc);
+}
+
+static void TK_NAME(tile_q4_k)(const void *w, size_t ws, const block_q8a *x, size_t xs, int nb,
+                                float *y, size_t ys, int rm, int rn)
+{
+    tk_k_tile(tk_q4_k, TK_NAME(dot_q4_k), w, ws, x, xs, nb, y, ys, rm, rn);
+}
+static void TK_NAME(tile_q6_k)(const void *w, size_t ws, const block_q8a *x, size_t xs, int nb,
+                                float *y, size_t ys, int rm, int rn)
+{
+    tk_k_tile(tk_q6_k, TK_NAME(dot_q6_k), w, ws, x, xs, nb, y, ys, rm, rn);
 }
 
 #endif
