@@ -134,11 +134,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $(LDLIBS)
 
 # tests/unit/test_<service>_*.c test a service's modules: they see services/<service>/
-# and link the modules listed in <SERVICE>_TEST_MODULES (the pure ones: no sockets,
-# no protobuf; the rest is exercised by tests/integration).
+# and link the modules listed in <SERVICE>_TEST_MODULES (the ones without sockets;
+# the rest is exercised by tests/integration).
 SERVICE_TEST_LIBS ?=
 ROUTER_TEST_MODULES := registry pending
-WORKER_TEST_MODULES := job_queue
+WORKER_TEST_MODULES := job_queue request_map
 define service_test_rule
 $(BUILD)/obj/tests/unit/test_$(1)_%.o: CFLAGS += -Iservices/$(1)
 $(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(patsubst %,$(BUILD)/obj/services/$(1)/%.o,$(2)) $(KERNEL_LIB) $(COMMON_LIB)

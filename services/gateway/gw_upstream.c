@@ -92,6 +92,7 @@ static uint8_t *pack_request(const gw_request *req, const char *request_id, cons
     m.top_k = req->has_top_k ? req->top_k : 0;
     m.min_p = req->has_min_p ? req->min_p : 0.0f;
     m.seed = req->has_seed ? req->seed : 0;
+    m.has_seed = req->has_seed;   /* seed 0 is a seed too */
     m.n_stop = req->n_stop;
     m.stop = (char **)req->stop;
     m.presence_penalty = req->has_presence_penalty ? req->presence_penalty : 0.0f;

@@ -78,7 +78,9 @@ int request_gen_params(const Citadel__GenerateRequest *req, uint64_t seed_if_uns
         return -1;
     }
     out->max_tokens = req->max_tokens > 0 ? req->max_tokens : REQUEST_DEFAULT_MAX_TOKENS;
-    out->sampling.seed = req->seed ? req->seed : seed_if_unset;
+    /* has_seed tells a client's seed 0 from no seed; a non-zero seed from a sender that
+     * predates has_seed still counts. */
+    out->sampling.seed = (req->has_seed || req->seed) ? req->seed : seed_if_unset;
     return 0;
 }
 

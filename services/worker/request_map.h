@@ -20,7 +20,8 @@
 #define REQUEST_DEFAULT_MAX_TOKENS 1024
 
 /* Fills *out from the request's sampling fields. seed_if_unset is used when the request
- * has seed 0 (the caller passes something that varies, so unseeded requests differ).
+ * carries no seed (has_seed false and seed 0); the caller passes something that varies,
+ * so unseeded requests differ.
  * Returns 0, or -1 with a client-facing message in err (a value out of range, too many
  * stop strings). */
 int request_gen_params(const Citadel__GenerateRequest *req, uint64_t seed_if_unset,
