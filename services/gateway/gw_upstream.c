@@ -64,8 +64,10 @@ static double elapsed_ms(const struct timespec *t0)
 /* ---- wire: protobuf in and out ---------------------------------------------------- */
 
 /* Packs req as a GenerateRequest; malloc'd bytes, NULL when out of memory. The wire's
- * proto3 scalars carry no presence, so an unset parameter is sent as the worker's
- * neutral default where zero would mean something else (top_p 1, repetition 1). */
+ * proto3 scalars carry no presence, so an unset parameter is sent as its default: the
+ * sampling ones as llama.cpp's server sets them (temperature 0.8, top_k 40, top_p 0.95,
+ * min_p 0.05: small models ramble at OpenAI's temperature 1 with nothing cut off), the
+ * others neutral (no penalties, repetition 1). */
 static uint8_t *pack_request(const gw_request *req, const char *request_id, const char *key_id,
                              int64_t deadline_unix_ms, size_t *len)
 {
@@ -87,10 +89,10 @@ static uint8_t *pack_request(const gw_request *req, const char *request_id, cons
     m.messages = ptrs;
     m.prompt = req->prompt ? req->prompt : "";
     m.max_tokens = req->has_max_tokens ? req->max_tokens : 0;
-    m.temperature = req->has_temperature ? req->temperature : 1.0f;
-    m.top_p = req->has_top_p ? req->top_p : 1.0f;
-    m.top_k = req->has_top_k ? req->top_k : 0;
-    m.min_p = req->has_min_p ? req->min_p : 0.0f;
+    m.temperature = req->has_temperature ? req->temperature : 0.8f;
+    m.top_p = req->has_top_p ? req->top_p : 0.95f;
+    m.top_k = req->has_top_k ? req->top_k : 40;
+    m.min_p = req->has_min_p ? req->min_p : 0.05f;
     m.seed = req->has_seed ? req->seed : 0;
     m.has_seed = req->has_seed;   /* seed 0 is a seed too */
     m.n_stop = req->n_stop;
