@@ -56,8 +56,8 @@ CLI_SRC     := $(wildcard services/cli/*.c)
 CLI_OBJ     := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_BIN     := $(BUILD)/bin/citadel
 
-# Every directory in services/ but cli is one service binary, citadel-<directory>.
-SERVICES    := $(filter-out cli,$(patsubst services/%/,%,$(wildcard services/*/)))
+# Every directory in services/ with a main.c, but cli, is one service binary, citadel-<directory>.
+SERVICES    := $(filter-out cli,$(patsubst services/%/main.c,%,$(wildcard services/*/main.c)))
 SERVICE_BIN := $(SERVICES:%=$(BUILD)/bin/citadel-%)
 
 TEST_SRC    := $(wildcard tests/unit/test_*.c)

@@ -7,7 +7,9 @@
  *   CITADEL_WORKER_ID          routing identity (worker-<hostname>-<admin port>)
  *   CITADEL_WORKER_ROUTER      router backend (tcp://127.0.0.1:5556)
  *   CITADEL_WORKER_THREADS     engine threads (0: every CPU)
- *   CITADEL_WORKER_CTX         context positions (0: min(2048, training context))
+ *   CITADEL_WORKER_CTX         context positions per request (0: min(2048, training context))
+ *   CITADEL_WORKER_MAX_SEQS    requests generated together, continuous batching (8)
+ *   CITADEL_WORKER_STEP_TOKENS tokens per batch step: decodes, then prompt chunks (256)
  *   CITADEL_WORKER_ADMIN_PORT  /metrics /healthz /readyz (9110)
  *   CITADEL_WORKER_DRAIN_SECONDS  time the running request gets on SIGTERM (30)
  */
@@ -26,7 +28,7 @@
 typedef struct worker_config {
     const char *model_path, *router;
     char model_name[256], worker_id[128];
-    int threads, n_ctx, admin_port;
+    int threads, n_ctx, admin_port, max_seqs, step_tokens;
     double drain_seconds;
 } worker_config;
 
@@ -45,7 +47,9 @@ static void print_help(void)
            "  CITADEL_WORKER_ID             stable routing identity (worker-<host>-<admin port>)\n"
            "  CITADEL_WORKER_ROUTER         router backend endpoint (tcp://127.0.0.1:5556)\n"
            "  CITADEL_WORKER_THREADS        engine threads (0 = all CPUs)\n"
-           "  CITADEL_WORKER_CTX            context positions (0 = min(2048, trained))\n"
+           "  CITADEL_WORKER_CTX            context positions per request (0 = min(2048, trained))\n"
+           "  CITADEL_WORKER_MAX_SEQS       requests generated together (continuous batching) (8)\n"
+           "  CITADEL_WORKER_STEP_TOKENS    tokens per batch step: decodes, then prompt chunks (256)\n"
            "  CITADEL_WORKER_ADMIN_PORT     /metrics /healthz /readyz (9110)\n"
            "  CITADEL_WORKER_DRAIN_SECONDS  time the running request gets on SIGTERM (30)\n");
 }
@@ -66,6 +70,8 @@ static int load_config(worker_config *c)
     c->router = env_or("CITADEL_WORKER_ROUTER", "tcp://127.0.0.1:5556");
     c->threads = atoi(env_or("CITADEL_WORKER_THREADS", "0"));
     c->n_ctx = atoi(env_or("CITADEL_WORKER_CTX", "0"));
+    c->max_seqs = atoi(env_or("CITADEL_WORKER_MAX_SEQS", "8"));
+    c->step_tokens = atoi(env_or("CITADEL_WORKER_STEP_TOKENS", "256"));
     c->admin_port = atoi(env_or("CITADEL_WORKER_ADMIN_PORT", "9110"));
     c->drain_seconds = atof(env_or("CITADEL_WORKER_DRAIN_SECONDS", "30"));
     const char *name = getenv("CITADEL_WORKER_MODEL_NAME");
@@ -80,8 +86,10 @@ static int load_config(worker_config *c)
         snprintf(c->worker_id, sizeof c->worker_id, "%s", id);
     else
         snprintf(c->worker_id, sizeof c->worker_id, "worker-%.60s-%d", host, c->admin_port);
-    if (c->threads < 0 || c->n_ctx < 0 || c->admin_port <= 0 || c->admin_port > 65535 || c->drain_seconds < 0) {
-        fprintf(stderr, "citadel-worker: bad CITADEL_WORKER_THREADS, _CTX, _ADMIN_PORT or _DRAIN_SECONDS\n");
+    if (c->threads < 0 || c->n_ctx < 0 || c->admin_port <= 0 || c->admin_port > 65535 || c->drain_seconds < 0 ||
+        c->max_seqs < 1 || c->max_seqs > 256 || c->step_tokens < 1 || c->step_tokens > 8192) {
+        fprintf(stderr, "citadel-worker: bad CITADEL_WORKER_THREADS, _CTX, _ADMIN_PORT, _DRAIN_SECONDS, "
+                        "_MAX_SEQS (1..256) or _STEP_TOKENS (1..8192)\n");
         return -1;
     }
     return 0;
@@ -97,6 +105,7 @@ static void write_metrics(FILE *out, void *user)
     const server *s = user;
     const server_stats *st = &s->stats;
     fprintf(out, "# TYPE citadel_worker_busy gauge\ncitadel_worker_busy %d\n", s->busy ? 1 : 0);
+    fprintf(out, "# TYPE citadel_worker_running_requests gauge\ncitadel_worker_running_requests %d\n", s->n_active);
     fprintf(out, "# TYPE citadel_worker_queue_depth gauge\ncitadel_worker_queue_depth %d\n", job_queue_len(&s->queue));
     fprintf(out, "# TYPE citadel_worker_requests_total counter\n");
     fprintf(out, "citadel_worker_requests_total{outcome=\"done\"} %llu\n", (unsigned long long)st->requests_done);
@@ -181,12 +190,12 @@ int main(int argc, char **argv)
     /* The admin listener comes first so /healthz answers while the model loads. */
     admin_server *admin = admin_start(c.admin_port, write_metrics, &the_server);
     engine_model *m = admin ? open_model(&c) : NULL;
-    engine_session *sess = m ? engine_session_create(m, &(engine_session_options){.n_ctx = c.n_ctx, .n_threads = c.threads}) : NULL;
+    engine_batch *batch = m ? engine_batch_create(m, &(engine_batch_options){
+        .n_ctx = c.n_ctx, .max_seqs = c.max_seqs, .step_tokens = c.step_tokens, .n_threads = c.threads}) : NULL;
     void *ctx = zmq_ctx_new();
-    void *sock = sess ? connect_dealer(ctx, &c) : NULL;
+    void *sock = batch ? connect_dealer(ctx, &c) : NULL;
     int rc = 1;
-    if (sock) {
-        server_init(&the_server, sock, m, sess, c.model_name, c.worker_id);
+    if (sock && server_init(&the_server, sock, m, batch, c.max_seqs, c.model_name, c.worker_id) == 0) {
         admin_set_ready(admin, true);
         log_msg(LOG_INFO, "", "worker %s up: model %s (%s), router %s, admin :%d", c.worker_id, c.model_name,
                 c.model_path, c.router, c.admin_port);
@@ -198,7 +207,7 @@ int main(int argc, char **argv)
     if (sock) zmq_close(sock);
     zmq_ctx_term(ctx);
     admin_stop(admin);
-    engine_session_free(sess);
+    engine_batch_free(batch);
     engine_model_close(m);
     return rc;
 }

@@ -1,5 +1,5 @@
-/* server.c - the worker's serving loop (see server.h): queueing, cancelling, running a
- * request through the engine and streaming its chunks to the router. */
+/* server.c - the worker's serving loop (see server.h): queueing, cancelling, admitting
+ * requests into the engine batch, stepping it and streaming chunks to the router. */
 #include "server.h"
 
 #include <stdio.h>
@@ -25,21 +25,27 @@ double server_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-void server_init(server *s, void *sock, engine_model *m, engine_session *session,
-                 const char *model_name, const char *worker_id)
+int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
+                const char *model_name, const char *worker_id)
 {
     memset(s, 0, sizeof *s);
     s->sock = sock;
     s->model = m;
-    s->session = session;
+    s->batch = batch;
+    s->max_seqs = max_seqs;
+    s->active = calloc((size_t)max_seqs, sizeof *s->active);
     s->model_name = model_name;
     s->worker_id = worker_id;
     s->heartbeat_interval = 1.0;
     job_queue_init(&s->queue);
+    return s->active ? 0 : -1;
 }
 
 void server_free(server *s)
 {
+    for (int i = 0; s->active && i < s->max_seqs; i++)
+        free(s->active[i].prompt_ids);
+    free(s->active);
     job_queue_free(&s->queue);
 }
 
@@ -100,9 +106,9 @@ void server_heartbeat_if_due(server *s, double now)
     /* A draining worker announces no model, so the router sends it nothing new. */
     hb.n_models = s->draining ? 0 : 1;
     hb.models = models;
-    hb.free_slots = s->busy || s->draining ? 0 : 1;
+    hb.free_slots = s->draining ? 0 : (uint32_t)(s->max_seqs - s->n_active);
     hb.queue_depth = job_queue_len(&s->queue);
-    hb.load = s->busy ? 1.0f : 0.0f;
+    hb.load = (float)s->n_active / (float)s->max_seqs;
     send_proto(s, TYPE_HEARTBEAT, &hb.base);
 }
 
@@ -136,8 +142,12 @@ static void on_cancel(server *s, const void *buf, size_t len)
             citadel__cancel__free_unpacked(c, NULL);
         return;
     }
-    if (s->busy && strcmp(c->request_id, s->current_id) == 0) {
-        s->current_cancelled = true;
+    int slot = -1;
+    for (int i = 0; i < s->max_seqs && slot < 0; i++)
+        if (s->active[i].used && strcmp(c->request_id, s->active[i].request_id) == 0)
+            slot = i;
+    if (slot >= 0) {
+        engine_batch_cancel(s->batch, (uint64_t)slot);   /* ends at the next step */
     } else if (job_queue_remove(&s->queue, c->request_id)) {
         s->stats.requests_cancelled++;
         log_msg(LOG_INFO, c->request_id, "cancelled while queued");
@@ -216,15 +226,7 @@ void server_begin_drain(server *s, double deadline)
     s->next_heartbeat = 0;   /* tell the router at once */
 }
 
-/* ---- one generation ------------------------------------------------------------- */
-
-/* What the token callback needs besides the server. */
-typedef struct gen_ctx {
-    server *s;
-    const Citadel__GenerateRequest *req;
-    bool want_logprobs;
-    size_t text_sent;   /* bytes of text streamed so far */
-} gen_ctx;
+/* ---- the batch ------------------------------------------------------------------- */
 
 /* Fills one TokenLogprob (and its alternatives) for the chunk of this token. */
 static void fill_logprob(const engine_model *m, const engine_token_event *ev, Citadel__TokenLogprob *lp,
@@ -250,9 +252,9 @@ static void fill_logprob(const engine_model *m, const engine_token_event *ev, Ci
     }
 }
 
-static void send_token_chunk(gen_ctx *g, const engine_token_event *ev)
+static void send_token_chunk(active_request *a, const engine_token_event *ev)
 {
-    server *s = g->s;
+    server *s = a->server;
     Citadel__GenerateChunk c = CITADEL__GENERATE_CHUNK__INIT;
     int32_t id = ev->id;
     char *text = malloc((size_t)ev->text_len + 1);
@@ -260,7 +262,7 @@ static void send_token_chunk(gen_ctx *g, const engine_token_event *ev)
         return;
     memcpy(text, ev->text, (size_t)ev->text_len);
     text[ev->text_len] = '\0';
-    c.request_id = s->current_id;
+    c.request_id = a->request_id;
     c.text = text;
     c.n_token_ids = 1;
     c.token_ids = &id;
@@ -268,50 +270,47 @@ static void send_token_chunk(gen_ctx *g, const engine_token_event *ev)
     Citadel__TokenLogprob lp = CITADEL__TOKEN_LOGPROB__INIT, *lp_ptr = &lp;
     Citadel__TopLogprob top[SAMPLE_MAX_TOP], *top_ptrs[SAMPLE_MAX_TOP];
     char texts[SAMPLE_MAX_TOP][64], tok_text[64];
-    if (g->want_logprobs && ev->sample) {
+    if (a->want_logprobs && ev->sample) {
         fill_logprob(s->model, ev, &lp, top, top_ptrs, texts, tok_text);
         c.n_logprobs = 1;
         c.logprobs = &lp_ptr;
     }
     send_proto(s, TYPE_CHUNK, &c.base);
     free(text);
-    g->text_sent += (size_t)ev->text_len;
+    a->text_sent += (size_t)ev->text_len;
 }
 
 static bool on_token(const engine_token_event *ev, void *user)
 {
-    gen_ctx *g = user;
-    server *s = g->s;
-    send_token_chunk(g, ev);
-    s->stats.tokens_generated++;
-    double now = server_now();
-    server_heartbeat_if_due(s, now);
-    server_drain_socket(s);
-    if (s->draining && now > s->drain_deadline)
-        s->current_cancelled = true;
-    return !s->current_cancelled;
+    active_request *a = user;
+    if (ev->id < 0 && ev->text_len == 0)
+        return true;
+    send_token_chunk(a, ev);
+    if (ev->id >= 0)
+        a->server->stats.tokens_generated++;
+    return true;   /* cancels go through engine_batch_cancel */
 }
 
 /* The last chunk: whatever text the engine held back (a pending stop-string prefix
  * that turned out not to be one), finish_reason, usage and timings. */
-static void send_final(gen_ctx *g, const engine_gen_result *r, double queued_s)
+static void send_final(active_request *a, const engine_gen_result *r)
 {
-    server *s = g->s;
+    server *s = a->server;
     Citadel__GenerateChunk c = CITADEL__GENERATE_CHUNK__INIT;
     Citadel__Usage u = CITADEL__USAGE__INIT;
     Citadel__Timings t = CITADEL__TIMINGS__INIT;
     char *rest = NULL;
-    if (r->text_len > g->text_sent) {
-        rest = strndup(r->text + g->text_sent, r->text_len - g->text_sent);
+    if (r->text_len > a->text_sent) {
+        rest = strndup(r->text + a->text_sent, r->text_len - a->text_sent);
         c.text = rest ? rest : "";
     }
-    c.request_id = s->current_id;
+    c.request_id = a->request_id;
     c.finish_reason = (char *)engine_finish_name(r->finish);
     u.prompt_tokens = r->n_prompt;
     u.completion_tokens = r->n_generated;
     u.total_tokens = r->n_prompt + r->n_generated;
     u.cached_tokens = r->n_cached;
-    t.queue_seconds = queued_s;
+    t.queue_seconds = a->queued_seconds;
     t.prefill_seconds = r->prefill_seconds;
     t.decode_seconds = r->decode_seconds;
     c.usage = &u;
@@ -321,62 +320,87 @@ static void send_final(gen_ctx *g, const engine_gen_result *r, double queued_s)
     free(rest);
 }
 
-/* Runs one decoded request; every path ends with one last message. */
-static void run_request(server *s, const Citadel__GenerateRequest *req)
+static void on_done(uint64_t slot, const engine_gen_result *r, void *user)
+{
+    active_request *a = user;
+    server *s = a->server;
+    (void)slot;
+    send_final(a, r);
+    s->stats.prompt_tokens += (uint64_t)r->n_prompt;
+    if (r->finish == ENGINE_FINISH_CANCELLED)
+        s->stats.requests_cancelled++;
+    else
+        s->stats.requests_done++;
+    log_msg(LOG_INFO, a->request_id, "done: %s, %d prompt + %d generated tokens", engine_finish_name(r->finish),
+            r->n_prompt, r->n_generated);
+    free(a->prompt_ids);
+    memset(a, 0, sizeof *a);
+    s->n_active--;
+}
+
+/* Moves one queued request into the batch; every failure ends it with an Error. */
+static void admit(server *s, const job *j, int slot)
 {
     char err[512];
-    engine_gen_params params;
-    int n = 0;
-    int32_t *ids = NULL;
-    uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)s->stats.requests_done << 32);
-    if (request_gen_params(req, seed, &params, err, sizeof err) ||
-        (ids = request_prompt_ids(s->model, req, &n, err, sizeof err)) == NULL) {
-        s->stats.requests_failed++;
-        send_error(s, req->request_id, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
+    Citadel__GenerateRequest *req = citadel__generate_request__unpack(NULL, j->payload_len, j->payload);
+    if (req == NULL) {   /* it parsed when queued; only memory can fail here */
+        send_error(s, j->request_id, CITADEL__ERROR_CODE__INTERNAL, "cannot decode the queued request");
         return;
     }
-    gen_ctx g = {s, req, req->logprobs, 0};
-    engine_gen_result r;
-    double t0 = server_now();
-    if (engine_generate(s->session, ids, n, &params, on_token, &g, &r, err, sizeof err)) {
+    active_request *a = &s->active[slot];
+    *a = (active_request){.used = true, .server = s, .want_logprobs = req->logprobs};
+    snprintf(a->request_id, sizeof a->request_id, "%s", j->request_id);
+    engine_gen_params params;
+    int n = 0;
+    uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)s->stats.requests_done << 32) ^ (uint64_t)slot;
+    if (request_gen_params(req, seed, &params, err, sizeof err) ||
+        (a->prompt_ids = request_prompt_ids(s->model, req, &n, err, sizeof err)) == NULL ||
+        engine_batch_add(s->batch, (uint64_t)slot, a->prompt_ids, n, &params, on_token, on_done, a, err,
+                         sizeof err)) {
         s->stats.requests_failed++;
-        send_error(s, req->request_id, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
+        send_error(s, j->request_id, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
+        free(a->prompt_ids);
+        memset(a, 0, sizeof *a);
     } else {
-        send_final(&g, &r, 0.0);
-        s->stats.prompt_tokens += (uint64_t)r.n_prompt;
-        s->stats.prompt_tokens_cached += (uint64_t)r.n_cached;
-        if (r.finish == ENGINE_FINISH_CANCELLED)
-            s->stats.requests_cancelled++;
-        else
-            s->stats.requests_done++;
-        log_msg(LOG_INFO, req->request_id, "done: %s, %d prompt (%d cached) + %d generated tokens",
-                engine_finish_name(r.finish), r.n_prompt, r.n_cached, r.n_generated);
-        engine_gen_result_free(&r);
+        s->n_active++;
     }
-    s->stats.busy_seconds += server_now() - t0;
-    free(ids);
+    citadel__generate_request__free_unpacked(req, NULL);
+}
+
+static int free_slot(const server *s)
+{
+    for (int i = 0; i < s->max_seqs; i++)
+        if (!s->active[i].used)
+            return i;
+    return -1;
 }
 
 bool server_run_next(server *s)
 {
     job j;
-    if (!job_queue_pop(&s->queue, &j))
-        return false;
-    Citadel__GenerateRequest *req = citadel__generate_request__unpack(NULL, j.payload_len, j.payload);
-    free(j.payload);
-    if (req == NULL) {   /* it parsed when queued; only memory can fail here */
-        send_error(s, j.request_id, CITADEL__ERROR_CODE__INTERNAL, "cannot decode the queued request");
-        return true;
+    int slot;
+    bool admitted = false;
+    while (!s->draining && (slot = free_slot(s)) >= 0 && job_queue_pop(&s->queue, &j)) {
+        admit(s, &j, slot);
+        free(j.payload);
+        admitted = true;
     }
-    snprintf(s->current_id, sizeof s->current_id, "%s", j.request_id);
-    s->busy = true;
-    s->current_cancelled = false;
-    s->next_heartbeat = 0;   /* announce busy at once */
-    server_heartbeat_if_due(s, server_now());
-    run_request(s, req);
-    s->busy = false;
-    s->current_id[0] = '\0';
-    s->next_heartbeat = 0;   /* and free again */
-    citadel__generate_request__free_unpacked(req, NULL);
+    if (s->draining && server_now() > s->drain_deadline)
+        for (int i = 0; i < s->max_seqs; i++)
+            if (s->active[i].used)
+                engine_batch_cancel(s->batch, (uint64_t)i);
+    bool was_busy = s->busy;
+    s->busy = s->n_active > 0;
+    if (s->busy != was_busy || admitted)
+        s->next_heartbeat = 0;   /* announce the new load at once */
+    if (!s->busy)
+        return false;
+    double t0 = server_now();
+    engine_batch_step(s->batch);
+    s->stats.busy_seconds += server_now() - t0;
+    if (s->n_active == 0) {
+        s->busy = false;
+        s->next_heartbeat = 0;
+    }
     return true;
 }

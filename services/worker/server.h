@@ -1,12 +1,13 @@
-/* server.h - the worker's serving loop: one engine session, one DEALER socket to the
- * router, requests served one at a time in arrival order.
+/* server.h - the worker's serving loop: one DEALER socket to the router, and an
+ * engine batch (continuous batching) that serves up to max_seqs requests at once.
  *
- * ZeroMQ sockets belong to one thread, and generation runs on this thread, so
- * everything the socket needs while a request is generating (heartbeats every second,
- * reading Cancels and newly queued requests) is done from the engine's per-token
- * callback. A Cancel for the running request stops it at the next token; a Cancel for
- * a queued one removes it. Each request ends with exactly one last message: a chunk
- * carrying finish_reason ("stop", "length", "cancelled") and usage, or an Error.
+ * ZeroMQ sockets belong to one thread, and generation runs on this thread, so the loop
+ * alternates: read the socket (queue requests, apply Cancels, heartbeat), admit queued
+ * requests into the batch while it has room, run one batch step (one token for every
+ * generating request, prompt chunks for the others). Requests beyond max_seqs wait in
+ * arrival order. A Cancel for a running request ends it at the next step; for a queued
+ * one it removes it. Each request ends with exactly one last message: a chunk carrying
+ * finish_reason ("stop", "length", "cancelled") and usage, or an Error.
  */
 #ifndef CITADEL_WORKER_SERVER_H
 #define CITADEL_WORKER_SERVER_H
@@ -25,26 +26,38 @@ typedef struct server_stats {
     double busy_seconds;
 } server_stats;
 
+/* A request in the batch; its index is the id the engine batch knows it by. */
+typedef struct active_request {
+    bool used;
+    char request_id[JOB_ID_MAX];
+    struct server *server;
+    bool want_logprobs;
+    size_t text_sent;           /* bytes of text streamed so far */
+    double queued_seconds;
+    int32_t *prompt_ids;
+} active_request;
+
 typedef struct server {
     void *sock;                 /* DEALER connected to the router backend (not owned) */
     engine_model *model;
-    engine_session *session;    /* one session: its KV cache is reused across turns */
+    engine_batch *batch;        /* continuous batching over up to max_seqs requests */
+    int max_seqs;
+    active_request *active;     /* max_seqs slots */
+    int n_active;
     const char *model_name;     /* what the worker announces and requests name */
     const char *worker_id;
     job_queue queue;
     server_stats stats;
     double next_heartbeat;      /* monotonic seconds */
     double heartbeat_interval;
-    bool busy;
-    bool draining;              /* SIGTERM: refuse new work, finish the current one */
-    double drain_deadline;      /* past it, the current generation is cancelled */
-    /* the request being generated */
-    char current_id[JOB_ID_MAX];
-    bool current_cancelled;
+    bool busy;                  /* n_active > 0 */
+    bool draining;              /* SIGTERM: refuse new work, finish the running ones */
+    double drain_deadline;      /* past it, the running generations are cancelled */
 } server;
 
-void server_init(server *s, void *sock, engine_model *m, engine_session *session,
-                 const char *model_name, const char *worker_id);
+/* Returns 0, or -1 when out of memory. */
+int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
+                const char *model_name, const char *worker_id);
 void server_free(server *s);
 
 /* Sends a heartbeat now if one is due. */
@@ -54,11 +67,12 @@ void server_heartbeat_if_due(server *s, double now);
  * Cancels applied. Safe to call from the token callback. */
 void server_drain_socket(server *s);
 
-/* Runs the oldest queued request to completion, if any. Returns whether one ran. */
+/* Admits queued requests while the batch has room, then runs one batch step. Returns
+ * whether any request is running (call again soon) or false when idle. */
 bool server_run_next(server *s);
 
 /* Starts draining: queued requests are answered with an Error, new ones refused, the
- * running one gets until deadline (monotonic seconds). */
+ * running ones get until deadline (monotonic seconds). */
 void server_begin_drain(server *s, double deadline);
 
 /* Monotonic seconds. */
