@@ -19,6 +19,10 @@ static const struct {
     [ENVELOPE_CANCEL] = {"Cancel", &citadel__cancel__descriptor},
     [ENVELOPE_ERROR] = {"Error", &citadel__error__descriptor},
     [ENVELOPE_WORKER_HEARTBEAT] = {"WorkerHeartbeat", &citadel__worker_heartbeat__descriptor},
+    [ENVELOPE_MODELS_REQUEST] = {"ModelsRequest", &citadel__models_request__descriptor},
+    [ENVELOPE_MODEL_LIST] = {"ModelList", &citadel__model_list__descriptor},
+    [ENVELOPE_SANITIZE_REQUEST] = {"SanitizeRequest", &citadel__sanitize_request__descriptor},
+    [ENVELOPE_SANITIZE_RESPONSE] = {"SanitizeResponse", &citadel__sanitize_response__descriptor},
 };
 
 static void set_err(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

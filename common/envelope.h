@@ -48,6 +48,10 @@ typedef enum envelope_type {
     ENVELOPE_CANCEL,
     ENVELOPE_ERROR,
     ENVELOPE_WORKER_HEARTBEAT,
+    ENVELOPE_MODELS_REQUEST,           /* gateway -> router: which models are served? */
+    ENVELOPE_MODEL_LIST,               /* router -> gateway: the answer */
+    ENVELOPE_SANITIZE_REQUEST,         /* gateway, trainer -> sanitizer */
+    ENVELOPE_SANITIZE_RESPONSE,        /* sanitizer -> its caller */
     ENVELOPE_TYPE_COUNT
 } envelope_type;
 

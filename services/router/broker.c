@@ -1,115 +1,106 @@
 /* broker.c - the router's handling of gateway and worker messages (see broker.h).
  *
- * Payloads are relayed as received; only the routing facts are decoded (router_wire.h).
- * A request keeps its bytes until its first chunk so that a worker dying before then
- * can be hidden from the client by sending the same bytes to another worker.
+ * Messages are read and written with common/envelope.h; the router reads only the
+ * routing facts (request id, model, whether a chunk is the last one) from them and
+ * passes the rest on unchanged. A request keeps its packed bytes until its first chunk
+ * so that a worker dying before then can be hidden from the client by sending the same
+ * bytes to another worker.
  */
 #include "broker.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
+#include "envelope.h"
 #include "log.h"
-#include "router_wire.h"
 
-#define MAX_FRAMES 4   /* [identity][empty][type][payload] */
+#define ORIGIN "router"
 
-/* One received multipart message; frames past MAX_FRAMES are drained and counted. */
-typedef struct frames {
-    zmq_msg_t part[MAX_FRAMES];
-    int n;
-    bool too_many;
-} frames;
-
-static void frames_recv(void *sock, frames *f)
+/* The route to one peer of a ROUTER socket: its identity, one hop. */
+static envelope_route route_to(const void *id, size_t len)
 {
-    f->n = 0;
-    f->too_many = false;
-    int more = 1;
-    while (more) {
-        zmq_msg_t tmp, *m = f->n < MAX_FRAMES ? &f->part[f->n] : &tmp;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, sock, 0) < 0) {
-            zmq_msg_close(m);
-            return;
-        }
-        more = zmq_msg_more(m);
-        if (m == &tmp) {
-            zmq_msg_close(m);
-            f->too_many = true;
-        } else {
-            f->n++;
-        }
-    }
+    envelope_route r = {.n = 1};
+    if (len > ENVELOPE_MAX_IDENTITY)
+        len = ENVELOPE_MAX_IDENTITY;
+    memcpy(r.id[0], id, len);
+    r.len[0] = len;
+    return r;
 }
 
-static void frames_close(frames *f)
+/* Copies s into out when it is non-empty and fits; the router refuses ids and names it
+ * would otherwise have to truncate (they would stop matching). */
+static int copy_field(const char *s, char *out, size_t cap)
 {
-    for (int i = 0; i < f->n; i++)
-        zmq_msg_close(&f->part[i]);
-}
-
-static const void *frame_data(frames *f, int i) { return zmq_msg_data(&f->part[i]); }
-static size_t frame_size(frames *f, int i) { return zmq_msg_size(&f->part[i]); }
-
-/* Whether the frame holds exactly the text s. */
-static bool frame_is(frames *f, int i, const char *s)
-{
-    size_t len = strlen(s);
-    return frame_size(f, i) == len && memcmp(frame_data(f, i), s, len) == 0;
-}
-
-/* Sends [identity][empty][type][payload] without blocking. Returns 0, or -1 when the
- * peer is unknown (ROUTER_MANDATORY: EHOSTUNREACH) or its queue is full. */
-static int send_to(void *sock, const void *id, size_t id_len, const char *type,
-                   const void *payload, size_t len)
-{
-    if (zmq_send(sock, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len >= cap)
         return -1;
-    /* Once the identity frame is accepted the rest of the message cannot fail. */
-    zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(sock, type, strlen(type), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(sock, payload, len, ZMQ_DONTWAIT);
+    memcpy(out, s, len + 1);
     return 0;
 }
 
 /* Answers a gateway with an Error the router made itself. */
 static void reply_error(broker *b, const void *client, size_t client_len, const char *request_id,
-                        enum wire_error_kind kind, const char *message)
+                        Citadel__ErrorCode code, const char *message)
 {
-    size_t len;
-    uint8_t *buf = wire_pack_error(request_id, kind, message, &len);
-    b->stats.errors++;
+    envelope_route to = route_to(client, client_len);
+    metrics_counter_inc(b->metrics.errors);
     log_msg(LOG_WARN, request_id, "error reply: %s", message);
-    if (buf && send_to(b->frontend, client, client_len, WIRE_ERROR, buf, len))
+    if (envelope_reply_error(b->frontend, &to, request_id, code, ORIGIN, message, NULL, 0))
         log_msg(LOG_WARN, request_id, "gateway gone, error not delivered");
-    free(buf);
 }
 
-void broker_init(broker *b, void *frontend, void *backend)
+int broker_init(broker *b, void *frontend, void *backend, metrics_registry *reg)
 {
     memset(b, 0, sizeof *b);
     b->frontend = frontend;
     b->backend = backend;
     registry_init(&b->workers);
     pending_init(&b->requests);
+    broker_metrics *m = &b->metrics;
+    m->requests_routed = metrics_counter_new(reg, "requests_routed_total",
+                                             "GenerateRequests sent to a worker, retries included.", NULL);
+    m->retries = metrics_counter_new(reg, "retries_total", "Re-sends after a worker died before the first token.", NULL);
+    m->errors = metrics_counter_new(reg, "errors_total", "Error replies the router made itself.", NULL);
+    m->bad_messages = metrics_counter_new(reg, "bad_messages_total",
+                                          "Badly framed, unknown or undecodable messages received.", NULL);
+    m->cancels = metrics_counter_new(reg, "cancels_total", "Cancels passed on to a worker.", NULL);
+    m->workers_died = metrics_counter_new(reg, "workers_died_total", "Workers expired after 3 s of silence.", NULL);
+    m->workers_alive = metrics_gauge_new(reg, "workers_alive", "Workers heard from in the last 3 s.", NULL);
+    m->requests_in_flight = metrics_gauge_new(reg, "requests_in_flight", "Requests routed and not yet finished.", NULL);
+    m->request_seconds = metrics_histogram_new(reg, "request_seconds",
+                                               "Time from a GenerateRequest's arrival to its last chunk or Error.",
+                                               NULL, NULL, 0);
+    m->ttft_seconds = metrics_histogram_new(reg, "ttft_seconds",
+                                            "Time from a GenerateRequest's arrival to its first chunk relayed.",
+                                            NULL, NULL, 0);
+    return shutdown_drain_init(&b->drain);
 }
 
 void broker_free(broker *b)
 {
     pending_free(&b->requests);
+    shutdown_drain_destroy(&b->drain);
 }
 
-/* The request is over (last chunk, error, or failure): forget it and free its worker. */
-static void finish_request(broker *b, pending_request *p)
+void broker_begin_drain(broker *b) { shutdown_drain_stop_accepting(&b->drain); }
+int broker_in_flight(broker *b) { return shutdown_drain_in_flight(&b->drain); }
+
+/* Forgets a request, whatever ended it. */
+static void drop_request(broker *b, pending_request *p)
+{
+    pending_remove(&b->requests, p);
+    shutdown_drain_leave(&b->drain);
+}
+
+/* The request is over (last chunk, error): forget it and free its worker. */
+static void finish_request(broker *b, pending_request *p, double now)
 {
     registry_worker *w = registry_find(&b->workers, p->worker, p->worker_len);
     if (w && w->in_flight > 0)
         w->in_flight--;
-    pending_remove(&b->requests, p);
+    metrics_histogram_observe(b->metrics.request_seconds, now - p->created);
+    drop_request(b, p);
 }
 
 static bool already_tried(const registry_worker *w, void *user)
@@ -126,9 +117,11 @@ static void dispatch(broker *b, pending_request *p)
         registry_worker *w;
         enum registry_choice c = registry_choose(&b->workers, p->model, already_tried, p, &w);
         if (c == REGISTRY_CHOSEN && pending_assign(p, w->id, w->id_len)) {
-            if (send_to(b->backend, w->id, w->id_len, WIRE_GENERATE_REQUEST, p->payload, p->payload_len) == 0) {
+            envelope_route to = route_to(w->id, w->id_len);
+            if (envelope_send_raw(b->backend, &to, envelope_type_name(ENVELOPE_GENERATE_REQUEST), p->payload,
+                                  p->payload_len, NULL, 0) == ENVELOPE_OK) {
                 w->in_flight++;
-                b->stats.requests_routed++;
+                metrics_counter_inc(b->metrics.requests_routed);
                 log_msg(LOG_DEBUG, p->request_id, "routed to worker %.*s (attempt %d)", (int)w->id_len,
                         w->id, p->attempts);
                 return;
@@ -136,78 +129,98 @@ static void dispatch(broker *b, pending_request *p)
             log_msg(LOG_WARN, p->request_id, "worker %.*s unreachable, trying another", (int)w->id_len, w->id);
             continue;   /* it is now in tried[]: the next choice goes elsewhere */
         }
-        enum wire_error_kind kind = WIRE_ERR_UNAVAILABLE;
+        Citadel__ErrorCode code = CITADEL__ERROR_CODE__UNAVAILABLE;
         if (c == REGISTRY_NO_WORKERS)
             snprintf(msg, sizeof msg, "no workers available");
         else if (c == REGISTRY_NO_MODEL) {
             snprintf(msg, sizeof msg, "no worker serves model %s", p->model);
-            kind = WIRE_ERR_NOT_FOUND;
+            code = CITADEL__ERROR_CODE__NOT_FOUND;
         } else
             snprintf(msg, sizeof msg, "every worker serving model %s failed (%d attempts)", p->model, p->attempts);
-        reply_error(b, p->client, p->client_len, p->request_id, kind, msg);
-        pending_remove(&b->requests, p);
+        reply_error(b, p->client, p->client_len, p->request_id, code, msg);
+        drop_request(b, p);
         return;
     }
 }
 
-static void on_generate_request(broker *b, frames *f, double now)
+static void on_generate_request(broker *b, const envelope *env, double now)
 {
+    const Citadel__GenerateRequest *req = (const Citadel__GenerateRequest *)env->msg;
     char rid[PENDING_REQUEST_ID_MAX], model[PENDING_MODEL_MAX];
-    const void *client = frame_data(f, 0);
-    size_t client_len = frame_size(f, 0);
-    if (wire_read_request(frame_data(f, 3), frame_size(f, 3), rid, sizeof rid, model, sizeof model)) {
-        b->stats.bad_messages++;
-        reply_error(b, client, client_len, "", WIRE_ERR_INVALID_ARGUMENT,
+    const void *client = env->route.id[0];
+    size_t client_len = env->route.len[0];
+    if (copy_field(req->request_id, rid, sizeof rid) || copy_field(req->model, model, sizeof model)) {
+        metrics_counter_inc(b->metrics.bad_messages);
+        reply_error(b, client, client_len, "", CITADEL__ERROR_CODE__INVALID_ARGUMENT,
                     "undecodable GenerateRequest, or its request_id or model is missing or too long");
         return;
     }
-    if (b->draining) {
-        reply_error(b, client, client_len, rid, WIRE_ERR_UNAVAILABLE, "router is shutting down");
+    if (!shutdown_drain_enter(&b->drain)) {
+        reply_error(b, client, client_len, rid, CITADEL__ERROR_CODE__UNAVAILABLE, "router is shutting down");
         return;
     }
+    /* The bytes to send, and to send again should the worker die before answering. */
+    size_t len = protobuf_c_message_get_packed_size(env->msg);
+    uint8_t *payload = malloc(len ? len : 1);
     pending_request *p;
-    switch (pending_add(&b->requests, rid, model, client, client_len, frame_data(f, 3), frame_size(f, 3), now, &p)) {
-    case PENDING_ADDED: dispatch(b, p); return;
+    enum pending_add_result r = PENDING_NOMEM;
+    if (payload) {
+        protobuf_c_message_pack(env->msg, payload);
+        r = pending_add(&b->requests, rid, model, client, client_len, payload, len, now, &p);
+        free(payload);
+    }
+    if (r == PENDING_ADDED) {
+        dispatch(b, p);
+        return;
+    }
+    shutdown_drain_leave(&b->drain);
+    switch (r) {
+    case PENDING_ADDED: break;
     case PENDING_DUPLICATE:
-        reply_error(b, client, client_len, rid, WIRE_ERR_INVALID_ARGUMENT, "a request with this id is already in flight");
-        return;
+        reply_error(b, client, client_len, rid, CITADEL__ERROR_CODE__INVALID_ARGUMENT,
+                    "a request with this id is already in flight");
+        break;
     case PENDING_FULL:
-        reply_error(b, client, client_len, rid, WIRE_ERR_RESOURCE_EXHAUSTED, "too many requests in flight");
-        return;
+        reply_error(b, client, client_len, rid, CITADEL__ERROR_CODE__RESOURCE_EXHAUSTED, "too many requests in flight");
+        break;
     case PENDING_BAD:
-        reply_error(b, client, client_len, rid, WIRE_ERR_INVALID_ARGUMENT, "bad request id, model or identity");
-        return;
+        reply_error(b, client, client_len, rid, CITADEL__ERROR_CODE__INVALID_ARGUMENT,
+                    "bad request id, model or identity");
+        break;
     case PENDING_NOMEM:
-        reply_error(b, client, client_len, rid, WIRE_ERR_INTERNAL, "out of memory");
-        return;
+        reply_error(b, client, client_len, rid, CITADEL__ERROR_CODE__INTERNAL, "out of memory");
+        break;
     }
 }
 
 /* A Cancel goes to the worker holding the request. The request stays in the table
  * until the worker's last chunk (finish_reason "cancelled") so its in-flight count
  * stays right, but it is no longer retried. */
-static void on_cancel(broker *b, frames *f)
+static void on_cancel(broker *b, const envelope *env)
 {
+    const Citadel__Cancel *cancel = (const Citadel__Cancel *)env->msg;
     char rid[PENDING_REQUEST_ID_MAX];
-    if (wire_read_cancel(frame_data(f, 3), frame_size(f, 3), rid, sizeof rid)) {
-        b->stats.bad_messages++;
-        reply_error(b, frame_data(f, 0), frame_size(f, 0), "", WIRE_ERR_INVALID_ARGUMENT, "undecodable Cancel");
+    if (copy_field(cancel->request_id, rid, sizeof rid)) {
+        metrics_counter_inc(b->metrics.bad_messages);
+        reply_error(b, env->route.id[0], env->route.len[0], "", CITADEL__ERROR_CODE__INVALID_ARGUMENT,
+                    "undecodable Cancel");
         return;
     }
     pending_request *p = pending_find(&b->requests, rid);
-    if (p == NULL || p->client_len != frame_size(f, 0) || memcmp(p->client, frame_data(f, 0), p->client_len)) {
+    if (p == NULL || p->client_len != env->route.len[0] || memcmp(p->client, env->route.id[0], p->client_len)) {
         log_msg(LOG_DEBUG, rid, "cancel for no request in flight from this gateway");
         return;
     }
     p->cancelled = true;
-    b->stats.cancels++;
-    if (p->worker_len && send_to(b->backend, p->worker, p->worker_len, WIRE_CANCEL, frame_data(f, 3), frame_size(f, 3)))
+    metrics_counter_inc(b->metrics.cancels);
+    envelope_route to = route_to(p->worker, p->worker_len);
+    if (p->worker_len && envelope_send(b->backend, &to, env->msg, NULL, 0))
         log_msg(LOG_WARN, rid, "cancel not delivered: worker gone");
     log_msg(LOG_INFO, rid, "cancelled by the gateway");
 }
 
 /* ModelsRequest: answer with every model a live worker announces, each once. */
-static void on_models_request(broker *b, frames *f)
+static void on_models_request(broker *b, const envelope *env)
 {
     static const char *names[REGISTRY_MAX_WORKERS * REGISTRY_MAX_MODELS];
     size_t n = 0;
@@ -221,113 +234,150 @@ static void on_models_request(broker *b, frames *f)
                 names[n++] = w->models[j];
         }
     }
-    size_t len;
-    uint8_t *buf = wire_pack_model_list(names, n, &len);
-    if (buf && send_to(b->frontend, frame_data(f, 0), frame_size(f, 0), WIRE_MODEL_LIST, buf, len))
+    Citadel__ModelList list = CITADEL__MODEL_LIST__INIT;
+    list.models = (char **)names;
+    list.n_models = n;
+    if (envelope_send(b->frontend, &env->route, &list.base, NULL, 0))
         log_msg(LOG_DEBUG, "", "gateway gone, model list not delivered");
-    free(buf);
 }
 
-void broker_on_frontend(broker *b, double now)
+bool broker_on_frontend(broker *b, double now)
 {
-    frames f;
-    frames_recv(b->frontend, &f);
-    if (f.n == 0)
-        return;
-    if (f.n != 4 || f.too_many || frame_size(&f, 1) != 0) {
-        b->stats.bad_messages++;
-        log_msg(LOG_WARN, "", "frontend: badly framed message (%d frames), dropped", f.n);
-        if (f.n >= 1 && frame_size(&f, 0) > 0)
-            reply_error(b, frame_data(&f, 0), frame_size(&f, 0), "", WIRE_ERR_INVALID_ARGUMENT,
+    envelope env;
+    char err[256];
+    int rc = envelope_recv(b->frontend, 0, &env, err, sizeof err);
+    if (rc == ENVELOPE_TIMEOUT || rc == ENVELOPE_ERR_IO) {
+        envelope_free(&env);
+        return false;
+    }
+    /* A gateway's DEALER gives exactly one identity frame. */
+    if (rc != ENVELOPE_ERR_FRAMING && env.route.n != 1) {
+        rc = ENVELOPE_ERR_FRAMING;
+        snprintf(err, sizeof err, "bad framing: %d identity frames", env.route.n);
+    }
+    bool can_reply = env.route.n >= 1 && env.route.len[0] > 0;
+    if (rc == ENVELOPE_ERR_FRAMING) {
+        metrics_counter_inc(b->metrics.bad_messages);
+        log_msg(LOG_WARN, "", "frontend: %s, dropped", err);
+        if (can_reply)
+            reply_error(b, env.route.id[0], env.route.len[0], "", CITADEL__ERROR_CODE__INVALID_ARGUMENT,
                         "expected frames [empty][type][payload]");
-    } else if (frame_is(&f, 2, WIRE_GENERATE_REQUEST)) {
-        on_generate_request(b, &f, now);
-    } else if (frame_is(&f, 2, WIRE_CANCEL)) {
-        on_cancel(b, &f);
-    } else if (frame_is(&f, 2, WIRE_MODELS_REQUEST)) {
-        on_models_request(b, &f);
-    } else {
-        b->stats.bad_messages++;
+    } else if (rc == ENVELOPE_ERR_DECODE) {
+        metrics_counter_inc(b->metrics.bad_messages);
+        reply_error(b, env.route.id[0], env.route.len[0], "", CITADEL__ERROR_CODE__INVALID_ARGUMENT,
+                    env.type == ENVELOPE_GENERATE_REQUEST
+                        ? "undecodable GenerateRequest, or its request_id or model is missing or too long"
+                        : err);
+    } else if (rc == ENVELOPE_OK && env.type == ENVELOPE_GENERATE_REQUEST) {
+        on_generate_request(b, &env, now);
+    } else if (rc == ENVELOPE_OK && env.type == ENVELOPE_CANCEL) {
+        on_cancel(b, &env);
+    } else if (rc == ENVELOPE_OK && env.type == ENVELOPE_MODELS_REQUEST) {
+        on_models_request(b, &env);
+    } else {   /* an unknown type, or one a gateway has no business sending */
+        metrics_counter_inc(b->metrics.bad_messages);
         char msg[128];
-        snprintf(msg, sizeof msg, "unknown message type '%.*s'", (int)(frame_size(&f, 2) < 64 ? frame_size(&f, 2) : 64),
-                 (const char *)frame_data(&f, 2));
-        reply_error(b, frame_data(&f, 0), frame_size(&f, 0), "", WIRE_ERR_INVALID_ARGUMENT, msg);
+        snprintf(msg, sizeof msg, "unknown message type '%s'", env.type_name);
+        reply_error(b, env.route.id[0], env.route.len[0], "", CITADEL__ERROR_CODE__INVALID_ARGUMENT, msg);
     }
-    frames_close(&f);
+    envelope_free(&env);
+    return true;
 }
 
-static void on_heartbeat(broker *b, frames *f, double now)
+static void on_heartbeat(broker *b, const envelope *env, double now)
 {
-    wire_heartbeat hb;
-    if (wire_read_heartbeat(frame_data(f, 3), frame_size(f, 3), &hb)) {
-        b->stats.bad_messages++;
-        log_msg(LOG_WARN, "", "backend: undecodable WorkerHeartbeat, dropped");
-        return;
-    }
-    bool known = registry_find(&b->workers, frame_data(f, 0), frame_size(f, 0)) != NULL;
-    if (registry_heartbeat(&b->workers, frame_data(f, 0), frame_size(f, 0), &hb.beat, now) == NULL)
-        log_msg(LOG_WARN, "", "worker %s refused (bad identity or registry full)", hb.worker_id);
+    const Citadel__WorkerHeartbeat *m = (const Citadel__WorkerHeartbeat *)env->msg;
+    registry_beat beat = {
+        .models = (const char *const *)m->models,
+        .n_models = m->n_models > REGISTRY_MAX_MODELS ? REGISTRY_MAX_MODELS : (int)m->n_models,
+        .free_slots = m->free_slots,
+        .queue_depth = m->queue_depth,
+        .load = m->load,
+    };
+    const char *worker_id = m->worker_id ? m->worker_id : "";
+    const void *id = env->route.id[0];
+    size_t id_len = env->route.len[0];
+    bool known = registry_find(&b->workers, id, id_len) != NULL;
+    if (registry_heartbeat(&b->workers, id, id_len, &beat, now) == NULL)
+        log_msg(LOG_WARN, "", "worker %.64s refused (bad identity or registry full)", worker_id);
     else if (!known)
-        log_msg(LOG_INFO, "", "worker %s joined (%d model(s), first: %s)", hb.worker_id, hb.beat.n_models,
-                hb.beat.n_models ? hb.beat.models[0] : "-");
-    wire_heartbeat_free(&hb);
+        log_msg(LOG_INFO, "", "worker %.64s joined (%d model(s), first: %s)", worker_id, beat.n_models,
+                beat.n_models ? beat.models[0] : "-");
 }
 
 /* A chunk or error from a worker: relay it to the gateway that asked, if the request
  * is still in flight on that worker (a late chunk from a worker already given up on
  * is dropped: the request is elsewhere by now). */
-static void on_worker_reply(broker *b, frames *f, bool is_error)
+static void on_worker_reply(broker *b, const envelope *env, double now)
 {
-    char rid[PENDING_REQUEST_ID_MAX];
+    bool is_error = env->type == ENVELOPE_ERROR;
+    const char *request_id;
     bool last = true;
-    int rc = is_error ? wire_read_error(frame_data(f, 3), frame_size(f, 3), rid, sizeof rid)
-                      : wire_read_chunk(frame_data(f, 3), frame_size(f, 3), rid, sizeof rid, &last);
-    if (rc) {
-        b->stats.bad_messages++;
-        log_msg(LOG_WARN, "", "backend: undecodable %s, dropped", is_error ? "Error" : "GenerateChunk");
+    if (is_error) {
+        request_id = ((const Citadel__Error *)env->msg)->request_id;
+    } else {
+        const Citadel__GenerateChunk *c = (const Citadel__GenerateChunk *)env->msg;
+        request_id = c->request_id;
+        last = c->finish_reason && c->finish_reason[0] != '\0';
+    }
+    char rid[PENDING_REQUEST_ID_MAX];
+    if (copy_field(request_id, rid, sizeof rid)) {
+        metrics_counter_inc(b->metrics.bad_messages);
+        log_msg(LOG_WARN, "", "backend: %s without a usable request_id, dropped", env->type_name);
         return;
     }
     pending_request *p = pending_find(&b->requests, rid);
-    if (p == NULL || !pending_on_worker(p, frame_data(f, 0), frame_size(f, 0))) {
+    if (p == NULL || !pending_on_worker(p, env->route.id[0], env->route.len[0])) {
         log_msg(LOG_DEBUG, rid, "reply for no request in flight on this worker, dropped");
         return;
     }
-    if (!p->started)
+    if (!p->started) {
         pending_mark_started(p);
-    if (send_to(b->frontend, p->client, p->client_len, is_error ? WIRE_ERROR : WIRE_GENERATE_CHUNK,
-                frame_data(f, 3), frame_size(f, 3)))
+        if (!is_error)
+            metrics_histogram_observe(b->metrics.ttft_seconds, now - p->created);
+    }
+    envelope_route to = route_to(p->client, p->client_len);
+    if (envelope_send(b->frontend, &to, env->msg, NULL, 0))
         log_msg(LOG_DEBUG, rid, "gateway gone, reply dropped");
     if (last || is_error)
-        finish_request(b, p);
+        finish_request(b, p, now);
 }
 
-void broker_on_backend(broker *b, double now)
+bool broker_on_backend(broker *b, double now)
 {
-    frames f;
-    frames_recv(b->backend, &f);
-    if (f.n == 0)
-        return;
-    if (f.n != 4 || f.too_many || frame_size(&f, 1) != 0) {
-        b->stats.bad_messages++;
-        log_msg(LOG_WARN, "", "backend: badly framed message (%d frames), dropped", f.n);
+    envelope env;
+    char err[256];
+    int rc = envelope_recv(b->backend, 0, &env, err, sizeof err);
+    if (rc == ENVELOPE_TIMEOUT || rc == ENVELOPE_ERR_IO) {
+        envelope_free(&env);
+        return false;
+    }
+    if (rc != ENVELOPE_ERR_FRAMING && env.route.n != 1) {
+        rc = ENVELOPE_ERR_FRAMING;
+        snprintf(err, sizeof err, "bad framing: %d identity frames", env.route.n);
+    }
+    if (rc == ENVELOPE_ERR_FRAMING) {
+        metrics_counter_inc(b->metrics.bad_messages);
+        log_msg(LOG_WARN, "", "backend: %s, dropped", err);
     } else {
         /* Any well-framed message proves the worker alive, not only heartbeats. */
-        registry_worker *w = registry_find(&b->workers, frame_data(&f, 0), frame_size(&f, 0));
+        registry_worker *w = registry_find(&b->workers, env.route.id[0], env.route.len[0]);
         if (w)
             w->last_seen = now;
-        if (frame_is(&f, 2, WIRE_HEARTBEAT))
-            on_heartbeat(b, &f, now);
-        else if (frame_is(&f, 2, WIRE_GENERATE_CHUNK))
-            on_worker_reply(b, &f, false);
-        else if (frame_is(&f, 2, WIRE_ERROR))
-            on_worker_reply(b, &f, true);
-        else {
-            b->stats.bad_messages++;
-            log_msg(LOG_WARN, "", "backend: unknown message type '%.*s', dropped",
-                    (int)(frame_size(&f, 2) < 64 ? frame_size(&f, 2) : 64), (const char *)frame_data(&f, 2));
+        if (rc != ENVELOPE_OK) {
+            metrics_counter_inc(b->metrics.bad_messages);
+            log_msg(LOG_WARN, "", "backend: %s, dropped", err);
+        } else if (env.type == ENVELOPE_WORKER_HEARTBEAT) {
+            on_heartbeat(b, &env, now);
+        } else if (env.type == ENVELOPE_GENERATE_CHUNK || env.type == ENVELOPE_ERROR) {
+            on_worker_reply(b, &env, now);
+        } else {
+            metrics_counter_inc(b->metrics.bad_messages);
+            log_msg(LOG_WARN, "", "backend: unexpected message type '%s', dropped", env.type_name);
         }
     }
-    frames_close(&f);
+    envelope_free(&env);
+    return true;
 }
 
 /* Identities of workers that expired in this tick, collected first so that retries
@@ -357,13 +407,13 @@ static void fail_over(broker *b, const void *id, size_t id_len)
             pending_request *p = list[i];
             p->worker_len = 0;   /* no longer on the dead worker, whatever happens next */
             if (pending_can_retry(p)) {
-                b->stats.retries++;
+                metrics_counter_inc(b->metrics.retries);
                 log_msg(LOG_WARN, p->request_id, "worker died before the first token, retrying elsewhere");
                 dispatch(b, p);
             } else {
-                reply_error(b, p->client, p->client_len, p->request_id, WIRE_ERR_UNAVAILABLE,
+                reply_error(b, p->client, p->client_len, p->request_id, CITADEL__ERROR_CODE__UNAVAILABLE,
                             p->cancelled ? "cancelled" : "worker died during generation");
-                pending_remove(&b->requests, p);
+                drop_request(b, p);
             }
         }
     }
@@ -373,11 +423,14 @@ void broker_tick(broker *b, double now)
 {
     static dead_list dead;   /* static: too large for a comfortable stack frame */
     dead.n = 0;
-    if (registry_expire(&b->workers, now, collect_dead, &dead) == 0)
-        return;
-    for (int i = 0; i < dead.n; i++) {
-        b->stats.workers_died++;
-        log_msg(LOG_WARN, "", "worker %.*s silent for %.0f s: dead", (int)dead.len[i], dead.id[i], REGISTRY_DEAD_AFTER);
-        fail_over(b, dead.id[i], dead.len[i]);
+    if (registry_expire(&b->workers, now, collect_dead, &dead) > 0) {
+        for (int i = 0; i < dead.n; i++) {
+            metrics_counter_inc(b->metrics.workers_died);
+            log_msg(LOG_WARN, "", "worker %.*s silent for %.0f s: dead", (int)dead.len[i], dead.id[i],
+                    REGISTRY_DEAD_AFTER);
+            fail_over(b, dead.id[i], dead.len[i]);
+        }
     }
+    metrics_gauge_set(b->metrics.workers_alive, b->workers.n_workers);
+    metrics_gauge_set(b->metrics.requests_in_flight, b->requests.n);
 }

@@ -1,58 +1,34 @@
-/* main.c - citadel-router: wires configuration, the two ROUTER sockets, the admin
- * listener and the poll loop around the broker (broker.h).
+/* main.c - citadel-router: wires the settings (common/config), the two ROUTER sockets,
+ * the metrics registry and admin listener, and the poll loop around the broker
+ * (broker.h).
  *
- *   frontend  ROUTER bound on CITADEL_ROUTER_FRONTEND (default tcp port 5555, all interfaces): gateways
- *   backend   ROUTER bound on CITADEL_ROUTER_BACKEND  (default tcp port 5556): workers
- *   admin     HTTP on CITADEL_ROUTER_ADMIN_PORT (9101): /metrics /healthz /readyz
- * SIGTERM or SIGINT: drain (new requests refused, those in flight finish) for up to
- * CITADEL_ROUTER_DRAIN_SECONDS, then exit.
+ *   frontend  ROUTER bound on router_frontend (default tcp port 5555, all interfaces): gateways
+ *   backend   ROUTER bound on router_backend  (default tcp port 5556): workers
+ *   admin     HTTP on router_admin_port (9101): /metrics /healthz /readyz
+ * SIGTERM or SIGINT (common/shutdown): drain (new requests refused, those in flight
+ * finish) for up to router_drain_seconds, then exit. `citadel-router --help` lists the
+ * settings with their CITADEL_ROUTER_* environment variables.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
 
 #include "admin.h"
 #include "broker.h"
+#include "config.h"
 #include "log.h"
+#include "metrics.h"
+#include "shutdown.h"
 
-typedef struct router_config {
-    const char *frontend, *backend;
-    int admin_port;
-    double drain_seconds;
-} router_config;
-
-static const char *env_or(const char *name, const char *dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : dflt;
-}
-
-static void print_help(void)
-{
-    printf("citadel-router: routes GenerateRequests from gateways to the least-loaded worker\n"
-           "environment (default):\n"
-           "  CITADEL_ROUTER_FRONTEND       gateways' endpoint (tcp://*:5555)\n"
-           "  CITADEL_ROUTER_BACKEND        workers' endpoint (tcp://*:5556)\n"
-           "  CITADEL_ROUTER_ADMIN_PORT     /metrics /healthz /readyz (9101)\n"
-           "  CITADEL_ROUTER_DRAIN_SECONDS  time to finish requests on SIGTERM (30)\n");
-}
-
-static int load_config(router_config *c)
-{
-    c->frontend = env_or("CITADEL_ROUTER_FRONTEND", "tcp://*:5555");
-    c->backend = env_or("CITADEL_ROUTER_BACKEND", "tcp://*:5556");
-    c->admin_port = atoi(env_or("CITADEL_ROUTER_ADMIN_PORT", "9101"));
-    c->drain_seconds = atof(env_or("CITADEL_ROUTER_DRAIN_SECONDS", "30"));
-    if (c->admin_port <= 0 || c->admin_port > 65535 || c->drain_seconds < 0) {
-        fprintf(stderr, "citadel-router: bad CITADEL_ROUTER_ADMIN_PORT or CITADEL_ROUTER_DRAIN_SECONDS\n");
-        return -1;
-    }
-    return 0;
-}
+static const config_setting settings[] = {
+    {"router_frontend", CONFIG_STRING, "tcp://*:5555", "gateways' endpoint (ZeroMQ bind address)", .min = 0},
+    {"router_backend", CONFIG_STRING, "tcp://*:5556", "workers' endpoint (ZeroMQ bind address)", .min = 0},
+    {"router_admin_port", CONFIG_INT, "9101", "admin HTTP port: /metrics /healthz /readyz", .min = 1, .max = 65535},
+    {"router_drain_seconds", CONFIG_DURATION, "30", "time requests in flight get to finish on SIGTERM", .min = 0},
+};
 
 static double now_s(void)
 {
@@ -61,30 +37,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static volatile sig_atomic_t stop_signal;
-static void on_signal(int sig) { stop_signal = sig; }
-
 static broker the_broker;   /* static: the registry and tables are large */
-
-/* Prometheus text for the admin listener's /metrics. */
-static void write_metrics(FILE *out, void *user)
-{
-    const broker *b = user;
-    fprintf(out, "# TYPE citadel_router_workers_alive gauge\ncitadel_router_workers_alive %d\n", b->workers.n_workers);
-    fprintf(out, "# TYPE citadel_router_requests_in_flight gauge\ncitadel_router_requests_in_flight %d\n", b->requests.n);
-    fprintf(out, "# TYPE citadel_router_requests_routed_total counter\ncitadel_router_requests_routed_total %llu\n",
-            (unsigned long long)b->stats.requests_routed);
-    fprintf(out, "# TYPE citadel_router_retries_total counter\ncitadel_router_retries_total %llu\n",
-            (unsigned long long)b->stats.retries);
-    fprintf(out, "# TYPE citadel_router_errors_total counter\ncitadel_router_errors_total %llu\n",
-            (unsigned long long)b->stats.errors);
-    fprintf(out, "# TYPE citadel_router_bad_messages_total counter\ncitadel_router_bad_messages_total %llu\n",
-            (unsigned long long)b->stats.bad_messages);
-    fprintf(out, "# TYPE citadel_router_cancels_total counter\ncitadel_router_cancels_total %llu\n",
-            (unsigned long long)b->stats.cancels);
-    fprintf(out, "# TYPE citadel_router_workers_died_total counter\ncitadel_router_workers_died_total %llu\n",
-            (unsigned long long)b->stats.workers_died);
-}
 
 static void *bind_router(void *ctx, const char *endpoint)
 {
@@ -95,7 +48,7 @@ static void *bind_router(void *ctx, const char *endpoint)
     zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_bind(s, endpoint) != 0) {
-        fprintf(stderr, "citadel-router: cannot bind %s: %s\n", endpoint, zmq_strerror(errno));
+        log_msg(LOG_ERROR, "", "cannot bind %s: %s", endpoint, zmq_strerror(errno));
         zmq_close(s);
         return NULL;
     }
@@ -103,29 +56,30 @@ static void *bind_router(void *ctx, const char *endpoint)
 }
 
 /* The poll loop; returns when drained or the drain time is up. */
-static void serve(broker *b, const router_config *c, admin_server *admin)
+static void serve(broker *b, double drain_seconds, admin_server *admin)
 {
-    zmq_pollitem_t items[] = {{b->frontend, 0, ZMQ_POLLIN, 0}, {b->backend, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[] = {{b->frontend, 0, ZMQ_POLLIN, 0},
+                              {b->backend, 0, ZMQ_POLLIN, 0},
+                              {NULL, shutdown_fd(), ZMQ_POLLIN, 0}};
+    bool draining = false;
     double drain_deadline = 0;
     for (;;) {
-        if (stop_signal && !b->draining) {
-            b->draining = true;
-            drain_deadline = now_s() + c->drain_seconds;
+        if (shutdown_requested() && !draining) {
+            draining = true;
+            broker_begin_drain(b);
+            drain_deadline = now_s() + drain_seconds;
             admin_set_ready(admin, false);
-            log_msg(LOG_INFO, "", "draining: %d request(s) in flight", b->requests.n);
+            log_msg(LOG_INFO, "", "draining: %d request(s) in flight", broker_in_flight(b));
         }
-        if (b->draining && (b->requests.n == 0 || now_s() > drain_deadline))
+        if (draining && (broker_in_flight(b) == 0 || now_s() > drain_deadline))
             return;
-        if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
+        /* Once draining, the self-pipe stays readable: leave it out of the poll set. */
+        if (zmq_poll(items, draining ? 2 : 3, 100) < 0 && errno != EINTR)
             return;
         double now = now_s();
-        for (int k = 0; k < 64 && (items[1].revents & ZMQ_POLLIN); k++) {
-            broker_on_backend(b, now);   /* workers first: replies free capacity */
-            int ev = 0;
-            size_t sz = sizeof ev;
-            zmq_getsockopt(b->backend, ZMQ_EVENTS, &ev, &sz);
-            if (!(ev & ZMQ_POLLIN)) break;
-        }
+        /* Workers first: replies free capacity. */
+        for (int k = 0; k < 64 && (items[1].revents & ZMQ_POLLIN) && broker_on_backend(b, now); k++)
+            ;
         if (items[0].revents & ZMQ_POLLIN)
             broker_on_frontend(b, now);
         broker_tick(b, now);
@@ -134,35 +88,50 @@ static void serve(broker *b, const router_config *c, admin_server *admin)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        print_help();
-        return 0;
-    }
-    router_config c;
-    if (load_config(&c))
+    char err[512];
+    config *cfg = config_new("citadel-router", "routes GenerateRequests from gateways to the least-loaded worker",
+                             settings, sizeof settings / sizeof settings[0]);
+    if (cfg == NULL)
         return 2;
-    log_init("router");
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    void *ctx = zmq_ctx_new();
-    void *fe = bind_router(ctx, c.frontend), *be = fe ? bind_router(ctx, c.backend) : NULL;
-    broker_init(&the_broker, fe, be);
-    admin_server *admin = be ? admin_start(c.admin_port, write_metrics, &the_broker) : NULL;
-    int rc = 1;
-    if (admin) {
-        admin_set_ready(admin, true);
-        log_msg(LOG_INFO, "", "router up: frontend %s, backend %s, admin :%d", c.frontend, c.backend, c.admin_port);
-        serve(&the_broker, &c, admin);
-        log_msg(LOG_INFO, "", "router stopped");
-        rc = 0;
+    int crc = config_load(cfg, argc, argv, err, sizeof err);
+    if (crc != CONFIG_OK) {
+        if (crc == CONFIG_HELP)
+            config_print_help(cfg, stdout);
+        else
+            fprintf(stderr, "citadel-router: %s\n", err);
+        config_free(cfg);
+        return crc == CONFIG_HELP ? 0 : 2;
     }
-    admin_stop(admin);
-    broker_free(&the_broker);
+    log_init("router");
+    config_log(cfg);
+    const char *frontend = config_string(cfg, "router_frontend"), *backend = config_string(cfg, "router_backend");
+    int admin_port = (int)config_int(cfg, "router_admin_port");
+    if (shutdown_install()) {
+        log_msg(LOG_ERROR, "", "cannot install the signal handlers: %s", strerror(errno));
+        config_free(cfg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    metrics_registry *reg = metrics_registry_new("router");
+    void *ctx = zmq_ctx_new();
+    void *fe = bind_router(ctx, frontend), *be = fe ? bind_router(ctx, backend) : NULL;
+    int rc = 1;
+    if (broker_init(&the_broker, fe, be, reg) == 0) {
+        admin_server *admin = be ? admin_start(admin_port, metrics_write, reg) : NULL;
+        if (admin) {
+            admin_set_ready(admin, true);
+            log_msg(LOG_INFO, "", "router up: frontend %s, backend %s, admin :%d", frontend, backend, admin_port);
+            serve(&the_broker, config_duration(cfg, "router_drain_seconds"), admin);
+            log_msg(LOG_INFO, "", "router stopped");
+            rc = 0;
+        }
+        admin_stop(admin);
+        broker_free(&the_broker);
+    }
     if (fe) zmq_close(fe);
     if (be) zmq_close(be);
     zmq_ctx_term(ctx);
+    metrics_registry_free(reg);
+    config_free(cfg);
     return rc;
 }
