@@ -1,58 +1,54 @@
-/* main.c - citadel-worker: loads the model, connects a DEALER to the router's backend
- * with a stable identity, and runs the serving loop (server.h) until SIGTERM.
+/* main.c - citadel-worker: reads its settings (common/config), loads the model,
+ * connects a DEALER to the router's backend with a stable identity, and runs the
+ * serving loop (server.h) until SIGTERM (common/shutdown), then drains.
  *
- * Configuration (environment, default):
- *   CITADEL_WORKER_MODEL       GGUF file (var/models/SmolLM2-135M-Instruct.Q4_1.gguf)
- *   CITADEL_WORKER_MODEL_NAME  name announced to the router (file basename sans .gguf)
- *   CITADEL_WORKER_ID          routing identity (worker-<hostname>-<admin port>)
- *   CITADEL_WORKER_ROUTER      router backend (tcp://127.0.0.1:5556)
- *   CITADEL_WORKER_THREADS     engine threads (0: every CPU)
- *   CITADEL_WORKER_CTX         context positions per request (0: min(2048, training context))
- *   CITADEL_WORKER_MAX_SEQS    requests generated together, continuous batching (8)
- *   CITADEL_WORKER_STEP_TOKENS tokens per batch step: decodes, then prompt chunks (256)
- *   CITADEL_WORKER_ADMIN_PORT  /metrics /healthz /readyz (9110)
- *   CITADEL_WORKER_DRAIN_SECONDS  time the running request gets on SIGTERM (30)
+ * Settings (`citadel-worker --help`; environment CITADEL_WORKER_*, flags --worker-*):
+ *   worker_model       GGUF file (var/models/SmolLM2-135M-Instruct.Q4_1.gguf)
+ *   worker_model_name  name announced to the router (file basename sans .gguf)
+ *   worker_id          routing identity (worker-<hostname>-<admin port>)
+ *   worker_router      router backend (tcp://127.0.0.1:5556)
+ *   worker_threads     engine threads (0: every CPU)
+ *   worker_ctx         context positions per request (0: min(2048, training context))
+ *   worker_max_seqs    requests generated together, continuous batching (8)
+ *   worker_step_tokens tokens per batch step: decodes, then prompt chunks (256)
+ *   worker_admin_port  /metrics /healthz /readyz (9110)
+ *   worker_drain_seconds  time the running requests get on SIGTERM (30)
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "admin.h"
+#include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
+#include "shutdown.h"
 
+static const config_setting settings[] = {
+    {"worker_model", CONFIG_STRING, "var/models/SmolLM2-135M-Instruct.Q4_1.gguf", "GGUF model file", .min = 0},
+    {"worker_model_name", CONFIG_STRING, "", "model name announced (empty: file basename without .gguf)", .min = 0},
+    {"worker_id", CONFIG_STRING, "", "stable routing identity (empty: worker-<host>-<admin port>)", .min = 0},
+    {"worker_router", CONFIG_STRING, "tcp://127.0.0.1:5556", "router backend endpoint", .min = 0},
+    {"worker_threads", CONFIG_INT, "0", "engine threads (0 = all CPUs)", .min = 0, .max = 4096},
+    {"worker_ctx", CONFIG_INT, "0", "context positions per request (0 = min(2048, trained))", .min = 0, .max = 1 << 20},
+    {"worker_max_seqs", CONFIG_INT, "8", "requests generated together (continuous batching)", .min = 1, .max = 256},
+    {"worker_step_tokens", CONFIG_INT, "256", "tokens per batch step: decodes, then prompt chunks", .min = 1,
+     .max = 8192},
+    {"worker_admin_port", CONFIG_INT, "9110", "admin HTTP port: /metrics /healthz /readyz", .min = 1, .max = 65535},
+    {"worker_drain_seconds", CONFIG_DURATION, "30", "time the running requests get on SIGTERM", .min = 0},
+};
+
+/* The settings, derived values filled in. */
 typedef struct worker_config {
     const char *model_path, *router;
     char model_name[256], worker_id[128];
     int threads, n_ctx, admin_port, max_seqs, step_tokens;
     double drain_seconds;
 } worker_config;
-
-static const char *env_or(const char *name, const char *dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : dflt;
-}
-
-static void print_help(void)
-{
-    printf("citadel-worker: serves generation requests from the router with the engine\n"
-           "environment (default):\n"
-           "  CITADEL_WORKER_MODEL          GGUF model (var/models/SmolLM2-135M-Instruct.Q4_1.gguf)\n"
-           "  CITADEL_WORKER_MODEL_NAME     model name announced (file basename without .gguf)\n"
-           "  CITADEL_WORKER_ID             stable routing identity (worker-<host>-<admin port>)\n"
-           "  CITADEL_WORKER_ROUTER         router backend endpoint (tcp://127.0.0.1:5556)\n"
-           "  CITADEL_WORKER_THREADS        engine threads (0 = all CPUs)\n"
-           "  CITADEL_WORKER_CTX            context positions per request (0 = min(2048, trained))\n"
-           "  CITADEL_WORKER_MAX_SEQS       requests generated together (continuous batching) (8)\n"
-           "  CITADEL_WORKER_STEP_TOKENS    tokens per batch step: decodes, then prompt chunks (256)\n"
-           "  CITADEL_WORKER_ADMIN_PORT     /metrics /healthz /readyz (9110)\n"
-           "  CITADEL_WORKER_DRAIN_SECONDS  time the running request gets on SIGTERM (30)\n");
-}
 
 /* "dir/name.gguf" -> "name". */
 static void basename_no_ext(const char *path, char *out, size_t cap)
@@ -64,64 +60,31 @@ static void basename_no_ext(const char *path, char *out, size_t cap)
         out[len - 5] = '\0';
 }
 
-static int load_config(worker_config *c)
+static void read_config(const config *cfg, worker_config *c)
 {
-    c->model_path = env_or("CITADEL_WORKER_MODEL", "var/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    c->router = env_or("CITADEL_WORKER_ROUTER", "tcp://127.0.0.1:5556");
-    c->threads = atoi(env_or("CITADEL_WORKER_THREADS", "0"));
-    c->n_ctx = atoi(env_or("CITADEL_WORKER_CTX", "0"));
-    c->max_seqs = atoi(env_or("CITADEL_WORKER_MAX_SEQS", "8"));
-    c->step_tokens = atoi(env_or("CITADEL_WORKER_STEP_TOKENS", "256"));
-    c->admin_port = atoi(env_or("CITADEL_WORKER_ADMIN_PORT", "9110"));
-    c->drain_seconds = atof(env_or("CITADEL_WORKER_DRAIN_SECONDS", "30"));
-    const char *name = getenv("CITADEL_WORKER_MODEL_NAME");
-    if (name && *name)
+    c->model_path = config_string(cfg, "worker_model");
+    c->router = config_string(cfg, "worker_router");
+    c->threads = (int)config_int(cfg, "worker_threads");
+    c->n_ctx = (int)config_int(cfg, "worker_ctx");
+    c->max_seqs = (int)config_int(cfg, "worker_max_seqs");
+    c->step_tokens = (int)config_int(cfg, "worker_step_tokens");
+    c->admin_port = (int)config_int(cfg, "worker_admin_port");
+    c->drain_seconds = config_duration(cfg, "worker_drain_seconds");
+    const char *name = config_string(cfg, "worker_model_name");
+    if (*name)
         snprintf(c->model_name, sizeof c->model_name, "%s", name);
     else
         basename_no_ext(c->model_path, c->model_name, sizeof c->model_name);
-    const char *id = getenv("CITADEL_WORKER_ID");
+    const char *id = config_string(cfg, "worker_id");
     char host[64] = "local";
     gethostname(host, sizeof host - 1);
-    if (id && *id)
+    if (*id)
         snprintf(c->worker_id, sizeof c->worker_id, "%s", id);
     else
         snprintf(c->worker_id, sizeof c->worker_id, "worker-%.60s-%d", host, c->admin_port);
-    if (c->threads < 0 || c->n_ctx < 0 || c->admin_port <= 0 || c->admin_port > 65535 || c->drain_seconds < 0 ||
-        c->max_seqs < 1 || c->max_seqs > 256 || c->step_tokens < 1 || c->step_tokens > 8192) {
-        fprintf(stderr, "citadel-worker: bad CITADEL_WORKER_THREADS, _CTX, _ADMIN_PORT, _DRAIN_SECONDS, "
-                        "_MAX_SEQS (1..256) or _STEP_TOKENS (1..8192)\n");
-        return -1;
-    }
-    return 0;
 }
-
-static volatile sig_atomic_t stop_signal;
-static void on_signal(int sig) { stop_signal = sig; }
 
 static server the_server;
-
-static void write_metrics(FILE *out, void *user)
-{
-    const server *s = user;
-    const server_stats *st = &s->stats;
-    fprintf(out, "# TYPE citadel_worker_busy gauge\ncitadel_worker_busy %d\n", s->busy ? 1 : 0);
-    fprintf(out, "# TYPE citadel_worker_running_requests gauge\ncitadel_worker_running_requests %d\n", s->n_active);
-    fprintf(out, "# TYPE citadel_worker_queue_depth gauge\ncitadel_worker_queue_depth %d\n", job_queue_len(&s->queue));
-    fprintf(out, "# TYPE citadel_worker_requests_total counter\n");
-    fprintf(out, "citadel_worker_requests_total{outcome=\"done\"} %llu\n", (unsigned long long)st->requests_done);
-    fprintf(out, "citadel_worker_requests_total{outcome=\"failed\"} %llu\n", (unsigned long long)st->requests_failed);
-    fprintf(out, "citadel_worker_requests_total{outcome=\"cancelled\"} %llu\n", (unsigned long long)st->requests_cancelled);
-    fprintf(out, "# TYPE citadel_worker_tokens_generated_total counter\ncitadel_worker_tokens_generated_total %llu\n",
-            (unsigned long long)st->tokens_generated);
-    fprintf(out, "# TYPE citadel_worker_prompt_tokens_total counter\ncitadel_worker_prompt_tokens_total %llu\n",
-            (unsigned long long)st->prompt_tokens);
-    fprintf(out, "# TYPE citadel_worker_prompt_tokens_cached_total counter\ncitadel_worker_prompt_tokens_cached_total %llu\n",
-            (unsigned long long)st->prompt_tokens_cached);
-    fprintf(out, "# TYPE citadel_worker_bad_messages_total counter\ncitadel_worker_bad_messages_total %llu\n",
-            (unsigned long long)st->bad_messages);
-    fprintf(out, "# TYPE citadel_worker_busy_seconds_total counter\ncitadel_worker_busy_seconds_total %.3f\n",
-            st->busy_seconds);
-}
 
 static void *connect_dealer(void *ctx, const worker_config *c)
 {
@@ -131,19 +94,19 @@ static void *connect_dealer(void *ctx, const worker_config *c)
     zmq_setsockopt(s, ZMQ_ROUTING_ID, c->worker_id, strlen(c->worker_id));
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     if (zmq_connect(s, c->router) != 0) {
-        fprintf(stderr, "citadel-worker: cannot connect to %s: %s\n", c->router, zmq_strerror(errno));
+        log_msg(LOG_ERROR, "", "cannot connect to %s: %s", c->router, zmq_strerror(errno));
         zmq_close(s);
         return NULL;
     }
     return s;
 }
 
-/* Serves until a signal, then drains: the running request gets drain_seconds. */
+/* Serves until a signal, then drains: the running requests get drain_seconds. */
 static void serve(server *s, const worker_config *c, admin_server *admin)
 {
-    zmq_pollitem_t item = {s->sock, 0, ZMQ_POLLIN, 0};
+    zmq_pollitem_t items[] = {{s->sock, 0, ZMQ_POLLIN, 0}, {NULL, shutdown_fd(), ZMQ_POLLIN, 0}};
     for (;;) {
-        if (stop_signal && !s->draining) {
+        if (shutdown_requested() && !s->draining) {
             log_msg(LOG_INFO, "", "draining");
             admin_set_ready(admin, false);
             server_begin_drain(s, server_now() + c->drain_seconds);
@@ -152,11 +115,15 @@ static void serve(server *s, const worker_config *c, admin_server *admin)
         server_drain_socket(s);
         if (server_run_next(s))
             continue;
-        if (s->draining)
+        if (s->draining) {
+            if (shutdown_drain_in_flight(&s->drain) > 0)
+                log_msg(LOG_WARN, "", "stopped with %d request(s) unaccounted for", shutdown_drain_in_flight(&s->drain));
             return;
+        }
         double wait = s->next_heartbeat - server_now();
         long ms = wait > 0 ? (long)(wait * 1000) + 1 : 0;
-        if (zmq_poll(&item, 1, ms > 200 ? 200 : ms) < 0 && errno != EINTR)
+        /* Not draining here, so the self-pipe wakes the poll at the first signal. */
+        if (zmq_poll(items, 2, ms > 200 ? 200 : ms) < 0 && errno != EINTR)
             return;
     }
 }
@@ -174,28 +141,40 @@ static engine_model *open_model(const worker_config *c)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        print_help();
-        return 0;
+    char err[512];
+    config *cfg = config_new("citadel-worker", "serves generation requests from the router with the engine",
+                             settings, sizeof settings / sizeof settings[0]);
+    if (cfg == NULL)
+        return 2;
+    int crc = config_load(cfg, argc, argv, err, sizeof err);
+    if (crc != CONFIG_OK) {
+        if (crc == CONFIG_HELP)
+            config_print_help(cfg, stdout);
+        else
+            fprintf(stderr, "citadel-worker: %s\n", err);
+        config_free(cfg);
+        return crc == CONFIG_HELP ? 0 : 2;
     }
     worker_config c;
-    if (load_config(&c))
-        return 2;
+    read_config(cfg, &c);
     log_init("worker");
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    config_log(cfg);
+    if (shutdown_install()) {
+        log_msg(LOG_ERROR, "", "cannot install the signal handlers: %s", strerror(errno));
+        config_free(cfg);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
+    metrics_registry *reg = metrics_registry_new("worker");
     /* The admin listener comes first so /healthz answers while the model loads. */
-    admin_server *admin = admin_start(c.admin_port, write_metrics, &the_server);
+    admin_server *admin = admin_start(c.admin_port, metrics_write, reg);
     engine_model *m = admin ? open_model(&c) : NULL;
     engine_batch *batch = m ? engine_batch_create(m, &(engine_batch_options){
         .n_ctx = c.n_ctx, .max_seqs = c.max_seqs, .step_tokens = c.step_tokens, .n_threads = c.threads}) : NULL;
     void *ctx = zmq_ctx_new();
     void *sock = batch ? connect_dealer(ctx, &c) : NULL;
     int rc = 1;
-    if (sock && server_init(&the_server, sock, m, batch, c.max_seqs, c.model_name, c.worker_id) == 0) {
+    if (sock && server_init(&the_server, sock, m, batch, c.max_seqs, c.model_name, c.worker_id, reg) == 0) {
         admin_set_ready(admin, true);
         log_msg(LOG_INFO, "", "worker %s up: model %s (%s), router %s, admin :%d", c.worker_id, c.model_name,
                 c.model_path, c.router, c.admin_port);
@@ -209,5 +188,7 @@ int main(int argc, char **argv)
     admin_stop(admin);
     engine_batch_free(batch);
     engine_model_close(m);
+    metrics_registry_free(reg);
+    config_free(cfg);
     return rc;
 }

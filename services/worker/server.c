@@ -1,22 +1,17 @@
 /* server.c - the worker's serving loop (see server.h): queueing, cancelling, admitting
- * requests into the engine batch, stepping it and streaming chunks to the router. */
+ * requests into the engine batch, stepping it and streaming chunks to the router
+ * (messages through common/envelope, counts through common/metrics). */
 #include "server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <zmq.h>
 
 #include "citadel.pb-c.h"
+#include "envelope.h"
 #include "log.h"
 #include "request_map.h"
-
-#define TYPE_REQUEST "GenerateRequest"
-#define TYPE_CHUNK "GenerateChunk"
-#define TYPE_CANCEL "Cancel"
-#define TYPE_ERROR "Error"
-#define TYPE_HEARTBEAT "WorkerHeartbeat"
 
 double server_now(void)
 {
@@ -25,8 +20,32 @@ double server_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void register_metrics(server_metrics *m, metrics_registry *reg)
+{
+    static const char *const done[] = {"outcome", "done", NULL}, *const failed[] = {"outcome", "failed", NULL},
+                             *const cancelled[] = {"outcome", "cancelled", NULL};
+    const char *requests_help = "Requests ended, by outcome.";
+    m->requests_done = metrics_counter_new(reg, "requests_total", requests_help, done);
+    m->requests_failed = metrics_counter_new(reg, "requests_total", requests_help, failed);
+    m->requests_cancelled = metrics_counter_new(reg, "requests_total", requests_help, cancelled);
+    m->tokens_generated = metrics_counter_new(reg, "tokens_generated_total", "Tokens generated.", NULL);
+    m->prompt_tokens = metrics_counter_new(reg, "prompt_tokens_total", "Prompt tokens of finished requests.", NULL);
+    m->prompt_tokens_cached = metrics_counter_new(reg, "prompt_tokens_cached_total",
+                                                  "Prompt tokens taken from the prefix cache.", NULL);
+    m->bad_messages = metrics_counter_new(reg, "bad_messages_total",
+                                          "Badly framed, unknown or undecodable messages from the router.", NULL);
+    m->busy_seconds = metrics_counter_new(reg, "busy_seconds_total", "Time spent in batch steps.", NULL);
+    m->busy = metrics_gauge_new(reg, "busy", "1 while any request is generating.", NULL);
+    m->running_requests = metrics_gauge_new(reg, "running_requests", "Requests in the batch.", NULL);
+    m->queue_depth = metrics_gauge_new(reg, "queue_depth", "Requests waiting for a batch slot.", NULL);
+    m->ttft_seconds = metrics_histogram_new(reg, "ttft_seconds",
+                                            "Time from admission into the batch to the first token.", NULL, NULL, 0);
+    m->itl_seconds = metrics_histogram_new(reg, "itl_seconds", "Time between two tokens of one request.", NULL,
+                                           NULL, 0);
+}
+
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
-                const char *model_name, const char *worker_id)
+                const char *model_name, const char *worker_id, metrics_registry *reg)
 {
     memset(s, 0, sizeof *s);
     s->sock = sock;
@@ -38,7 +57,14 @@ int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int
     s->worker_id = worker_id;
     s->heartbeat_interval = 1.0;
     job_queue_init(&s->queue);
-    return s->active ? 0 : -1;
+    register_metrics(&s->metrics, reg);
+    if (s->active == NULL || shutdown_drain_init(&s->drain)) {
+        free(s->active);
+        s->active = NULL;
+        job_queue_free(&s->queue);
+        return -1;
+    }
+    return 0;
 }
 
 void server_free(server *s)
@@ -47,40 +73,31 @@ void server_free(server *s)
         free(s->active[i].prompt_ids);
     free(s->active);
     job_queue_free(&s->queue);
+    shutdown_drain_destroy(&s->drain);
 }
 
-/* Sends [empty][type][payload] to the router. A DEALER queues while the router is
- * away, so this only fails when the queue is full; the message is then dropped (the
- * router's heartbeat expiry handles a router that stays away). */
-static void send_msg(server *s, const char *type, const void *buf, size_t len)
+/* Sends a message to the router. A DEALER queues while the router is away, so this
+ * only fails when the queue is full; the message is then dropped (the router's
+ * heartbeat expiry handles a router that stays away). */
+static void send_proto(server *s, const ProtobufCMessage *m)
 {
-    if (zmq_send(s->sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-        return;
-    zmq_send(s->sock, type, strlen(type), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(s->sock, buf, len, ZMQ_DONTWAIT);
-}
-
-/* Packs any protobuf-c message and sends it. */
-static void send_proto(server *s, const char *type, const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t stackbuf[1024], *buf = len <= sizeof stackbuf ? stackbuf : malloc(len);
-    if (buf == NULL)
-        return;
-    protobuf_c_message_pack(m, buf);
-    send_msg(s, type, buf, len);
-    if (buf != stackbuf)
-        free(buf);
+    envelope_send(s->sock, NULL, m, NULL, 0);
 }
 
 static void send_error(server *s, const char *request_id, Citadel__ErrorCode code, const char *message)
 {
-    Citadel__Error e = CITADEL__ERROR__INIT;
-    e.request_id = (char *)request_id;
-    e.code = code;
-    e.message = (char *)message;
-    send_proto(s, TYPE_ERROR, &e.base);
+    envelope_reply_error(s->sock, NULL, request_id, code, "worker", message, NULL, 0);
     log_msg(LOG_WARN, request_id, "error: %s", message);
+}
+
+/* A request accepted earlier has ended, whichever way. */
+static void request_ended(server *s) { shutdown_drain_leave(&s->drain); }
+
+static void update_gauges(server *s)
+{
+    metrics_gauge_set(s->metrics.busy, s->busy ? 1 : 0);
+    metrics_gauge_set(s->metrics.running_requests, s->n_active);
+    metrics_gauge_set(s->metrics.queue_depth, job_queue_len(&s->queue));
 }
 
 /* The last chunk of a request that never ran (cancelled while queued). */
@@ -92,7 +109,7 @@ static void send_cancelled_final(server *s, const char *request_id)
     c.finish_reason = "cancelled";
     c.usage = &u;
     c.worker_id = (char *)s->worker_id;
-    send_proto(s, TYPE_CHUNK, &c.base);
+    send_proto(s, &c.base);
 }
 
 void server_heartbeat_if_due(server *s, double now)
@@ -109,39 +126,43 @@ void server_heartbeat_if_due(server *s, double now)
     hb.free_slots = s->draining ? 0 : (uint32_t)(s->max_seqs - s->n_active);
     hb.queue_depth = job_queue_len(&s->queue);
     hb.load = (float)s->n_active / (float)s->max_seqs;
-    send_proto(s, TYPE_HEARTBEAT, &hb.base);
+    send_proto(s, &hb.base);
 }
 
-static void on_request(server *s, const void *buf, size_t len)
+static void on_request(server *s, const Citadel__GenerateRequest *req)
 {
-    Citadel__GenerateRequest *req = citadel__generate_request__unpack(NULL, len, buf);
-    if (req == NULL || req->request_id == NULL || req->request_id[0] == '\0') {
-        s->stats.bad_messages++;
-        send_error(s, req ? "" : "", CITADEL__ERROR_CODE__INVALID_ARGUMENT, "undecodable GenerateRequest");
-    } else if (s->draining) {
+    if (req->request_id[0] == '\0') {
+        metrics_counter_inc(s->metrics.bad_messages);
+        send_error(s, "", CITADEL__ERROR_CODE__INVALID_ARGUMENT, "undecodable GenerateRequest");
+        return;
+    }
+    if (s->draining || !shutdown_drain_enter(&s->drain)) {
         send_error(s, req->request_id, CITADEL__ERROR_CODE__UNAVAILABLE, "worker is shutting down");
-    } else if (strcmp(req->model, s->model_name) != 0) {
+        return;
+    }
+    if (strcmp(req->model, s->model_name) != 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "this worker serves %s, not %.128s", s->model_name, req->model);
         send_error(s, req->request_id, CITADEL__ERROR_CODE__NOT_FOUND, msg);
-    } else if (job_queue_push(&s->queue, req->request_id, buf, len)) {
+        request_ended(s);
+        return;
+    }
+    /* The queue keeps the packed request until its turn. */
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf)
+        protobuf_c_message_pack(&req->base, buf);
+    if (buf == NULL || job_queue_push(&s->queue, req->request_id, buf, len)) {
         send_error(s, req->request_id, CITADEL__ERROR_CODE__RESOURCE_EXHAUSTED, "worker queue full");
+        request_ended(s);
     } else {
         log_msg(LOG_DEBUG, req->request_id, "queued (%d waiting)", job_queue_len(&s->queue));
     }
-    if (req)
-        citadel__generate_request__free_unpacked(req, NULL);
+    free(buf);
 }
 
-static void on_cancel(server *s, const void *buf, size_t len)
+static void on_cancel(server *s, const Citadel__Cancel *c)
 {
-    Citadel__Cancel *c = citadel__cancel__unpack(NULL, len, buf);
-    if (c == NULL || c->request_id == NULL) {
-        s->stats.bad_messages++;
-        if (c)
-            citadel__cancel__free_unpacked(c, NULL);
-        return;
-    }
     int slot = -1;
     for (int i = 0; i < s->max_seqs && slot < 0; i++)
         if (s->active[i].used && strcmp(c->request_id, s->active[i].request_id) == 0)
@@ -149,50 +170,34 @@ static void on_cancel(server *s, const void *buf, size_t len)
     if (slot >= 0) {
         engine_batch_cancel(s->batch, (uint64_t)slot);   /* ends at the next step */
     } else if (job_queue_remove(&s->queue, c->request_id)) {
-        s->stats.requests_cancelled++;
+        metrics_counter_inc(s->metrics.requests_cancelled);
         log_msg(LOG_INFO, c->request_id, "cancelled while queued");
         send_cancelled_final(s, c->request_id);
+        request_ended(s);
     }
-    citadel__cancel__free_unpacked(c, NULL);
 }
 
-/* Receives one whole multipart message into up to 3 frames; returns the frame count,
- * 0 when nothing is waiting. Extra frames are dropped and make the count 4. */
-static int recv_frames(void *sock, zmq_msg_t part[3])
+/* One message from the router, whatever envelope_recv made of it. */
+static void handle_one(server *s, int rc, const envelope *env, const char *err)
 {
-    int n = 0, more = 1;
-    while (more) {
-        zmq_msg_t tmp, *m = n < 3 ? &part[n] : &tmp;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, sock, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-            zmq_msg_close(m);
-            return n;
-        }
-        more = zmq_msg_more(m);
-        if (m == &tmp)
-            zmq_msg_close(m);
-        n = n < 3 ? n + 1 : 4;
+    if (rc == ENVELOPE_OK && env->route.n != 0) {   /* a DEALER's messages carry no identity */
+        rc = ENVELOPE_ERR_FRAMING;
+        err = "bad framing: identity frames on a DEALER";
     }
-    return n;
-}
-
-static bool frame_is(zmq_msg_t *m, const char *s)
-{
-    size_t len = strlen(s);
-    return zmq_msg_size(m) == len && memcmp(zmq_msg_data(m), s, len) == 0;
-}
-
-static void handle_one(server *s, zmq_msg_t part[3], int n)
-{
-    if (n != 3 || zmq_msg_size(&part[0]) != 0) {
-        s->stats.bad_messages++;
-        log_msg(LOG_WARN, "", "badly framed message from the router (%d frames), dropped", n);
-    } else if (frame_is(&part[1], TYPE_REQUEST)) {
-        on_request(s, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]));
-    } else if (frame_is(&part[1], TYPE_CANCEL)) {
-        on_cancel(s, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]));
+    if (rc == ENVELOPE_ERR_FRAMING) {
+        metrics_counter_inc(s->metrics.bad_messages);
+        log_msg(LOG_WARN, "", "badly framed message from the router (%s), dropped", err);
+    } else if (rc == ENVELOPE_OK && env->type == ENVELOPE_GENERATE_REQUEST) {
+        on_request(s, (const Citadel__GenerateRequest *)env->msg);
+    } else if (rc == ENVELOPE_OK && env->type == ENVELOPE_CANCEL) {
+        on_cancel(s, (const Citadel__Cancel *)env->msg);
+    } else if (rc == ENVELOPE_ERR_DECODE && env->type == ENVELOPE_GENERATE_REQUEST) {
+        metrics_counter_inc(s->metrics.bad_messages);
+        send_error(s, "", CITADEL__ERROR_CODE__INVALID_ARGUMENT, "undecodable GenerateRequest");
+    } else if (rc == ENVELOPE_ERR_DECODE && env->type == ENVELOPE_CANCEL) {
+        metrics_counter_inc(s->metrics.bad_messages);
     } else {
-        s->stats.bad_messages++;
+        metrics_counter_inc(s->metrics.bad_messages);
         send_error(s, "", CITADEL__ERROR_CODE__INVALID_ARGUMENT, "unknown message type");
     }
 }
@@ -200,28 +205,28 @@ static void handle_one(server *s, zmq_msg_t part[3], int n)
 void server_drain_socket(server *s)
 {
     for (;;) {
-        int events = 0;
-        size_t sz = sizeof events;
-        if (zmq_getsockopt(s->sock, ZMQ_EVENTS, &events, &sz) || !(events & ZMQ_POLLIN))
-            return;
-        zmq_msg_t part[3];
-        int n = recv_frames(s->sock, part);
-        if (n == 0)
-            return;
-        handle_one(s, part, n > 3 ? 3 : n);
-        for (int i = 0; i < (n > 3 ? 3 : n); i++)
-            zmq_msg_close(&part[i]);
+        envelope env;
+        char err[256];
+        int rc = envelope_recv(s->sock, 0, &env, err, sizeof err);
+        if (rc != ENVELOPE_TIMEOUT && rc != ENVELOPE_ERR_IO)
+            handle_one(s, rc, &env, err);
+        envelope_free(&env);
+        if (rc == ENVELOPE_TIMEOUT || rc == ENVELOPE_ERR_IO)
+            break;
     }
+    update_gauges(s);
 }
 
 void server_begin_drain(server *s, double deadline)
 {
     s->draining = true;
+    shutdown_drain_stop_accepting(&s->drain);
     s->drain_deadline = deadline;
     job j;
     while (job_queue_pop(&s->queue, &j)) {
         send_error(s, j.request_id, CITADEL__ERROR_CODE__UNAVAILABLE, "worker is shutting down");
         free(j.payload);
+        request_ended(s);
     }
     s->next_heartbeat = 0;   /* tell the router at once */
 }
@@ -275,7 +280,7 @@ static void send_token_chunk(active_request *a, const engine_token_event *ev)
         c.n_logprobs = 1;
         c.logprobs = &lp_ptr;
     }
-    send_proto(s, TYPE_CHUNK, &c.base);
+    send_proto(s, &c.base);
     free(text);
     a->text_sent += (size_t)ev->text_len;
 }
@@ -286,8 +291,16 @@ static bool on_token(const engine_token_event *ev, void *user)
     if (ev->id < 0 && ev->text_len == 0)
         return true;
     send_token_chunk(a, ev);
-    if (ev->id >= 0)
-        a->server->stats.tokens_generated++;
+    if (ev->id >= 0) {
+        server_metrics *m = &a->server->metrics;
+        double now = server_now();
+        metrics_counter_inc(m->tokens_generated);
+        if (a->last_token_at > 0)
+            metrics_histogram_observe(m->itl_seconds, now - a->last_token_at);
+        else
+            metrics_histogram_observe(m->ttft_seconds, now - a->admitted_at);
+        a->last_token_at = now;
+    }
     return true;   /* cancels go through engine_batch_cancel */
 }
 
@@ -316,7 +329,7 @@ static void send_final(active_request *a, const engine_gen_result *r)
     c.usage = &u;
     c.timings = &t;
     c.worker_id = (char *)s->worker_id;
-    send_proto(s, TYPE_CHUNK, &c.base);
+    send_proto(s, &c.base);
     free(rest);
 }
 
@@ -326,16 +339,20 @@ static void on_done(uint64_t slot, const engine_gen_result *r, void *user)
     server *s = a->server;
     (void)slot;
     send_final(a, r);
-    s->stats.prompt_tokens += (uint64_t)r->n_prompt;
-    if (r->finish == ENGINE_FINISH_CANCELLED)
-        s->stats.requests_cancelled++;
-    else
-        s->stats.requests_done++;
+    metrics_counter_add(s->metrics.prompt_tokens, r->n_prompt);
+    metrics_counter_add(s->metrics.prompt_tokens_cached, r->n_cached);
+    if (r->finish == ENGINE_FINISH_CANCELLED) {
+        metrics_counter_inc(s->metrics.requests_cancelled);
+    } else {
+        metrics_counter_inc(s->metrics.requests_done);
+        s->n_done++;
+    }
     log_msg(LOG_INFO, a->request_id, "done: %s, %d prompt + %d generated tokens", engine_finish_name(r->finish),
             r->n_prompt, r->n_generated);
     free(a->prompt_ids);
     memset(a, 0, sizeof *a);
     s->n_active--;
+    request_ended(s);
 }
 
 /* Moves one queued request into the batch; every failure ends it with an Error. */
@@ -345,22 +362,24 @@ static void admit(server *s, const job *j, int slot)
     Citadel__GenerateRequest *req = citadel__generate_request__unpack(NULL, j->payload_len, j->payload);
     if (req == NULL) {   /* it parsed when queued; only memory can fail here */
         send_error(s, j->request_id, CITADEL__ERROR_CODE__INTERNAL, "cannot decode the queued request");
+        request_ended(s);
         return;
     }
     active_request *a = &s->active[slot];
-    *a = (active_request){.used = true, .server = s, .want_logprobs = req->logprobs};
+    *a = (active_request){.used = true, .server = s, .want_logprobs = req->logprobs, .admitted_at = server_now()};
     snprintf(a->request_id, sizeof a->request_id, "%s", j->request_id);
     engine_gen_params params;
     int n = 0;
-    uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)s->stats.requests_done << 32) ^ (uint64_t)slot;
+    uint64_t seed = (uint64_t)time(NULL) ^ (s->n_done << 32) ^ (uint64_t)slot;
     if (request_gen_params(req, seed, &params, err, sizeof err) ||
         (a->prompt_ids = request_prompt_ids(s->model, req, &n, err, sizeof err)) == NULL ||
         engine_batch_add(s->batch, (uint64_t)slot, a->prompt_ids, n, &params, on_token, on_done, a, err,
                          sizeof err)) {
-        s->stats.requests_failed++;
+        metrics_counter_inc(s->metrics.requests_failed);
         send_error(s, j->request_id, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
         free(a->prompt_ids);
         memset(a, 0, sizeof *a);
+        request_ended(s);
     } else {
         s->n_active++;
     }
@@ -393,14 +412,17 @@ bool server_run_next(server *s)
     s->busy = s->n_active > 0;
     if (s->busy != was_busy || admitted)
         s->next_heartbeat = 0;   /* announce the new load at once */
-    if (!s->busy)
+    if (!s->busy) {
+        update_gauges(s);
         return false;
+    }
     double t0 = server_now();
     engine_batch_step(s->batch);
-    s->stats.busy_seconds += server_now() - t0;
+    metrics_counter_add(s->metrics.busy_seconds, server_now() - t0);
     if (s->n_active == 0) {
         s->busy = false;
         s->next_heartbeat = 0;
     }
+    update_gauges(s);
     return true;
 }

@@ -17,14 +17,19 @@
 
 #include "engine.h"
 #include "job_queue.h"
+#include "metrics.h"
+#include "shutdown.h"
 
-/* Counters the admin listener exports (citadel_worker_*). */
-typedef struct server_stats {
-    uint64_t requests_done, requests_failed, requests_cancelled;
-    uint64_t tokens_generated, prompt_tokens, prompt_tokens_cached;
-    uint64_t bad_messages;
-    double busy_seconds;
-} server_stats;
+/* The worker's metrics (citadel_worker_*); any handle may be NULL. */
+typedef struct server_metrics {
+    metrics_counter *requests_done, *requests_failed, *requests_cancelled;   /* requests_total{outcome} */
+    metrics_counter *tokens_generated, *prompt_tokens, *prompt_tokens_cached;
+    metrics_counter *bad_messages;
+    metrics_counter *busy_seconds;
+    metrics_gauge *busy, *running_requests, *queue_depth;
+    metrics_histogram *ttft_seconds;   /* admission into the batch to the first token */
+    metrics_histogram *itl_seconds;    /* between two tokens of one request */
+} server_metrics;
 
 /* A request in the batch; its index is the id the engine batch knows it by. */
 typedef struct active_request {
@@ -34,6 +39,8 @@ typedef struct active_request {
     bool want_logprobs;
     size_t text_sent;           /* bytes of text streamed so far */
     double queued_seconds;
+    double admitted_at;         /* monotonic seconds */
+    double last_token_at;       /* 0 until the first token */
     int32_t *prompt_ids;
 } active_request;
 
@@ -47,17 +54,20 @@ typedef struct server {
     const char *model_name;     /* what the worker announces and requests name */
     const char *worker_id;
     job_queue queue;
-    server_stats stats;
+    server_metrics metrics;
+    shutdown_drain drain;       /* one unit per request accepted and not yet ended */
+    uint64_t n_done;            /* requests finished so far (varies the seeds) */
     double next_heartbeat;      /* monotonic seconds */
     double heartbeat_interval;
     bool busy;                  /* n_active > 0 */
-    bool draining;              /* SIGTERM: refuse new work, finish the running ones */
+    bool draining;              /* SIGTERM: refuse new work (drain not accepting), finish the running ones */
     double drain_deadline;      /* past it, the running generations are cancelled */
 } server;
 
-/* Returns 0, or -1 when out of memory. */
+/* Registers the metrics in reg (may be NULL: no metrics). Returns 0, or -1 when out of
+ * memory. */
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
-                const char *model_name, const char *worker_id);
+                const char *model_name, const char *worker_id, metrics_registry *reg);
 void server_free(server *s);
 
 /* Sends a heartbeat now if one is due. */
@@ -71,8 +81,8 @@ void server_drain_socket(server *s);
  * whether any request is running (call again soon) or false when idle. */
 bool server_run_next(server *s);
 
-/* Starts draining: queued requests are answered with an Error, new ones refused, the
- * running ones get until deadline (monotonic seconds). */
+/* Starts draining (the drain stops accepting): queued requests are answered with an
+ * Error, new ones refused, the running ones get until deadline (monotonic seconds). */
 void server_begin_drain(server *s, double deadline);
 
 /* Monotonic seconds. */
