@@ -24,8 +24,7 @@ struct engine_session {
     float *logits;              /* V: logits after the last evaluated token */
 };
 
-static int fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errsz, const char *fmt, ...)
+int engine_fail(char *err, size_t errsz, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -34,7 +33,7 @@ static int fail(char *err, size_t errsz, const char *fmt, ...)
     return -1;
 }
 
-static double now_seconds(void)
+double engine_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -67,19 +66,19 @@ int engine_model_open(engine_model **out, const char *path, char *err, size_t er
     *out = NULL;
     engine_model *m = calloc(1, sizeof *m);
     if (m == NULL)
-        return fail(err, errsz, "out of memory");
+        return engine_fail(err, errsz, "out of memory");
     char sub[512];
     if (gguf_open(&m->file, path, sub, sizeof sub)) {
-        fail(err, errsz, "%s: %s", path, sub);
+        engine_fail(err, errsz, "%s: %s", path, sub);
         goto error;
     }
     if (llama_model_load(&m->llama, m->file, sub, sizeof sub) ||
         tokenizer_load(&m->tok, m->file, sub, sizeof sub)) {
-        fail(err, errsz, "%s: %s", path, sub);
+        engine_fail(err, errsz, "%s: %s", path, sub);
         goto error;
     }
     if (tokenizer_n_vocab(m->tok) > m->llama->hp.n_vocab) {
-        fail(err, errsz, "%s: vocabulary of %d tokens but embeddings for %d", path,
+        engine_fail(err, errsz, "%s: vocabulary of %d tokens but embeddings for %d", path,
              tokenizer_n_vocab(m->tok), m->llama->hp.n_vocab);
         goto error;
     }
@@ -212,15 +211,15 @@ int engine_session_eval(engine_session *s, const int32_t *ids, int n, float *log
     int n_past = llama_state_n_past(s->state), n_ctx = llama_state_n_ctx(s->state);
     int V = s->model->llama->hp.n_vocab;
     if (n <= 0)
-        return fail(err, errsz, "nothing to evaluate");
+        return engine_fail(err, errsz, "nothing to evaluate");
     if (n > n_ctx - n_past)
-        return fail(err, errsz, "%d tokens do not fit: %d of the context's %d positions are used",
+        return engine_fail(err, errsz, "%d tokens do not fit: %d of the context's %d positions are used",
                     n, n_past, n_ctx);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V)
-            return fail(err, errsz, "token id %d is out of range (vocabulary %d)", ids[i], V);
+            return engine_fail(err, errsz, "token id %d is out of range (vocabulary %d)", ids[i], V);
     if (llama_forward(s->state, ids, n, logits, all_logits))
-        return fail(err, errsz, "forward pass failed");
+        return engine_fail(err, errsz, "forward pass failed");
     memcpy(s->history + n_past, ids, sizeof(int32_t) * (size_t)n);
     return 0;
 }
@@ -272,19 +271,19 @@ int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
     memset(r, 0, sizeof *r);
     int n_ctx = llama_state_n_ctx(s->state);
     if (n_prompt <= 0)
-        return fail(err, errsz, "the prompt is empty");
+        return engine_fail(err, errsz, "the prompt is empty");
     if (n_prompt >= n_ctx)
-        return fail(err, errsz, "the prompt has %d tokens; the context holds %d", n_prompt, n_ctx);
+        return engine_fail(err, errsz, "the prompt has %d tokens; the context holds %d", n_prompt, n_ctx);
     generation g;
     if (generation_begin(&g, s->model->tok, s->model->llama->hp.n_vocab, params, n_ctx, on_token, user))
-        return fail(err, errsz, "out of memory");
-    double t0 = now_seconds();
+        return engine_fail(err, errsz, "out of memory");
+    double t0 = engine_now();
     int n_cached;
     if (prefill(s, prompt, n_prompt, &n_cached, err, errsz)) {
         generation_abort(&g);
         return -1;
     }
-    double t1 = now_seconds();
+    double t1 = engine_now();
     int32_t next;
     while (generation_step(&g, s->logits, s->history, llama_state_n_past(s->state), n_ctx, &next))
         if (eval_next(s, next, err, errsz)) {
@@ -295,7 +294,7 @@ int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
     r->n_prompt = n_prompt;
     r->n_cached = n_cached;
     r->prefill_seconds = t1 - t0;
-    r->decode_seconds = now_seconds() - t1;
+    r->decode_seconds = engine_now() - t1;
     return 0;
 }
 

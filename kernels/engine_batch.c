@@ -9,7 +9,6 @@
  * Each sequence owns a full KV cache of n_ctx positions for now; the paged cache with
  * shared prefix blocks (issue 4) replaces that.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,23 +41,6 @@ struct engine_batch {
     llama_batch_seq *entries;
     batch_seq **entry_seq;  /* which sequence each entry of the step belongs to */
 };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errsz, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errsz, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 engine_batch *engine_batch_create(engine_model *m, const engine_batch_options *opt)
 {
@@ -103,7 +85,7 @@ static void finish_seq(engine_batch *b, batch_seq *q)
 {
     (void)b;
     engine_gen_result r;
-    double t = now_seconds();
+    double t = engine_now();
     generation_end(&q->gen, &r);
     r.n_prompt = q->n_prompt;
     r.prefill_seconds = (q->t_prompt_done > 0 ? q->t_prompt_done : t) - q->t_added;
@@ -130,25 +112,25 @@ int engine_batch_add(engine_batch *b, uint64_t id, const int32_t *prompt, int n_
                      void *user, char *err, size_t errsz)
 {
     int V = b->m->llama->hp.n_vocab;
-    if (n_prompt <= 0) return fail(err, errsz, "the prompt is empty");
+    if (n_prompt <= 0) return engine_fail(err, errsz, "the prompt is empty");
     if (n_prompt >= b->n_ctx)
-        return fail(err, errsz, "the prompt has %d tokens; the context holds %d", n_prompt, b->n_ctx);
+        return engine_fail(err, errsz, "the prompt has %d tokens; the context holds %d", n_prompt, b->n_ctx);
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= V)
-            return fail(err, errsz, "token id %d is out of range (vocabulary %d)", prompt[i], V);
+            return engine_fail(err, errsz, "token id %d is out of range (vocabulary %d)", prompt[i], V);
     batch_seq *q = NULL;
     for (int i = 0; i < b->max_seqs && q == NULL; i++)
         if (!b->seqs[i].used) q = &b->seqs[i];
-    if (q == NULL) return fail(err, errsz, "the batch is full (%d sequences)", b->max_seqs);
+    if (q == NULL) return engine_fail(err, errsz, "the batch is full (%d sequences)", b->max_seqs);
     *q = (batch_seq){.used = true, .id = id, .n_prompt = n_prompt, .on_done = on_done, .user = user,
-                     .t_added = now_seconds()};
+                     .t_added = engine_now()};
     q->state = llama_state_create(b->m->llama, b->n_ctx, 1, 1);
     q->tokens = malloc(sizeof(int32_t) * (size_t)b->n_ctx);
     q->logits = malloc(sizeof(float) * (size_t)V);
     if (!q->state || !q->tokens || !q->logits ||
         generation_begin(&q->gen, b->m->tok, V, params, b->n_ctx, on_token, user)) {
         release_seq(q);
-        return fail(err, errsz, "out of memory");
+        return engine_fail(err, errsz, "out of memory");
     }
     memcpy(q->tokens, prompt, sizeof(int32_t) * (size_t)n_prompt);
     return 0;
@@ -206,7 +188,7 @@ static void advance(engine_batch *b, int n_entries)
         if (!q->generating) {
             q->n_fed += b->entries[e].n;
             if (q->n_fed < q->n_prompt) continue;
-            q->t_prompt_done = now_seconds();
+            q->t_prompt_done = engine_now();
         }
         int n_past = llama_state_n_past(q->state);
         int32_t next;

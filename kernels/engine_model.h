@@ -20,4 +20,9 @@ struct engine_model {
     char name[128];
 };
 
+/* Writes the message into err and returns -1 (engine.c). */
+int engine_fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Monotonic seconds (engine.c). */
+double engine_now(void);
+
 #endif
