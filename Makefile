@@ -37,7 +37,9 @@ AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx51
 # What common/ needs (ZeroMQ, protobuf-c, libevent's evhttp with threads, OpenSSL): linked
 # into every test and binary; static linking pulls in only what each one uses.
 FLEET_LIBS  := $(shell pkg-config --libs libzmq libprotobuf-c libevent libevent_pthreads libssl libcrypto 2>/dev/null || echo -lzmq -lprotobuf-c -levent_pthreads -levent -lssl -lcrypto)
-LDLIBS      := $(FLEET_LIBS) -lm -pthread $(SANFLAGS)
+# PCRE2 (with JIT) for common/pii.c, the sanitizer's detectors shared by the service and the CLI.
+PCRE2_LIBS  := $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8)
+LDLIBS      := $(FLEET_LIBS) $(PCRE2_LIBS) -lm -pthread $(SANFLAGS)
 
 KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | sort)
 KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
@@ -139,6 +141,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 SERVICE_TEST_LIBS ?=
 ROUTER_TEST_MODULES := registry pending
 WORKER_TEST_MODULES := job_queue request_map
+SANITIZER_TEST_MODULES := sanitizer_service
 define service_test_rule
 $(BUILD)/obj/tests/unit/test_$(1)_%.o: CFLAGS += -Iservices/$(1)
 $(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(patsubst %,$(BUILD)/obj/services/$(1)/%.o,$(2)) $(KERNEL_LIB) $(COMMON_LIB)
@@ -147,6 +150,7 @@ $(BUILD)/tests/test_$(1)_%: $(BUILD)/obj/tests/unit/test_$(1)_%.o $(patsubst %,$
 endef
 $(eval $(call service_test_rule,router,$(ROUTER_TEST_MODULES)))
 $(eval $(call service_test_rule,worker,$(WORKER_TEST_MODULES)))
+$(eval $(call service_test_rule,sanitizer,$(SANITIZER_TEST_MODULES)))
 # The gateway's modules need libevent (with OpenSSL), jansson and OpenSSL.
 GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto)
 # Gateway tests link the modules that need neither protobuf nor sockets (the ZeroMQ and
@@ -161,9 +165,9 @@ $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(KERNEL_LIB) $
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) $(LDLIBS)
 
 # Every test runs from the repository root so that tests/data/ and var/ resolve; a
 # failing test fails the target but the others still run, so one report shows all.
@@ -180,13 +184,16 @@ $(MODEL):
 bench: $(CLI_BIN) $(BENCH_BIN)
 	@./tests/bench/run_bench.sh $(BUILD)
 
+# fuzz_sanitize also needs the sanitizer's modules from common/ and PCRE2.
+FUZZ_SANITIZE := common/pii.c common/aho_corasick.c common/sanitize.c common/stream_filter.c common/json_writer.c
 fuzz:
 	@mkdir -p build/fuzz
 	@for f in $(FUZZ_SRC); do \
 	  n=$$(basename $$f .c); \
 	  echo "clang $$f -> build/fuzz/$$n"; \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -Ikernels -fsanitize=fuzzer,address,undefined \
-	    $$f $(wildcard kernels/gguf/*.c) -lm -pthread -o build/fuzz/$$n || exit 1; \
+	    $$f $(wildcard kernels/gguf/*.c) $$([ $$n = fuzz_sanitize ] && echo "-Icommon $(FUZZ_SANITIZE) $(PCRE2_LIBS)") \
+	    -lm -pthread -o build/fuzz/$$n || exit 1; \
 	done
 
 # The local fleet (router, workers, gateway) in the background; `citadel up` waits until

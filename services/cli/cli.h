@@ -15,6 +15,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_sanitize(int argc, char **argv);   /* cmd_sanitize.c: common/sanitize.h on one text */
 /* The local fleet (cmd_fleet.c). */
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
