@@ -5,7 +5,7 @@
 #   make SAN=1 ...  the same with AddressSanitizer and UBSan, into build/san/
 #   make deps       install the Debian packages the project needs
 #   make model      put the default model (SmolLM2-135M-Instruct) in var/models/
-#   make bench      engine benchmarks (see tests/bench/README.md)
+#   make bench      benchmarks: engine, matmul, fleet end to end (tests/bench/run_bench.sh)
 #   make fuzz       build the libFuzzer harnesses (clang) into build/fuzz/
 #   make run        build, fetch the model, start the local fleet (citadel up --detach)
 #
