@@ -42,6 +42,9 @@ static void register_metrics(server_metrics *m, metrics_registry *reg)
                                             "Time from admission into the batch to the first token.", NULL, NULL, 0);
     m->itl_seconds = metrics_histogram_new(reg, "itl_seconds", "Time between two tokens of one request.", NULL,
                                            NULL, 0);
+    static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    m->batch_size = metrics_histogram_new(reg, "batch_size", "Requests in the batch, observed at every step.",
+                                          NULL, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
 }
 
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
@@ -417,6 +420,7 @@ bool server_run_next(server *s)
         return false;
     }
     double t0 = server_now();
+    metrics_histogram_observe(s->metrics.batch_size, s->n_active);
     engine_batch_step(s->batch);
     metrics_counter_add(s->metrics.busy_seconds, server_now() - t0);
     if (s->n_active == 0) {

@@ -29,6 +29,7 @@ typedef struct server_metrics {
     metrics_gauge *busy, *running_requests, *queue_depth;
     metrics_histogram *ttft_seconds;   /* admission into the batch to the first token */
     metrics_histogram *itl_seconds;    /* between two tokens of one request */
+    metrics_histogram *batch_size;     /* requests in the batch, once per step */
 } server_metrics;
 
 /* A request in the batch; its index is the id the engine batch knows it by. */
