@@ -2,7 +2,7 @@
 # fleet_test.sh - the router and two workers on loopback, driven by fleet_client (a
 # gateway stand-in speaking the wire protocol), on the tiny stories260K model:
 #   - a greedy generation through the fleet equals `citadel generate --temperature 0`,
-#     and again on the next turn (the worker's KV prefix reuse changes nothing);
+#     and again for the same prompt (a second request on a worker that has served one);
 #   - a worker that has the request but never answers (SIGSTOPped, then kill -9) costs
 #     nothing: the router retries on the other worker and the text is still right;
 #   - Cancel stops a generation at once and the worker is free for the next request;
@@ -70,7 +70,7 @@ start_worker 0
 start_worker 1
 if wait_workers 2; then ok "router sees 2 workers"; else fail "router sees 2 workers"; cat "$TMP"/*.log; exit 1; fi
 
-# 1. Greedy text through the fleet equals the CLI's, twice (second turn reuses the KV).
+# 1. Greedy text through the fleet equals the CLI's, twice (the same prompt on a worker that has already served it).
 "$BIN/citadel" generate --model "$MODEL" --prompt "$PROMPT" --temperature 0 --max-tokens 48 --json \
     | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)["text"])' >"$TMP/expected"
 for turn in 1 2; do
