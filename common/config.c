@@ -379,6 +379,27 @@ static const char *placeholder(config_kind kind)
     }
 }
 
+config *config_for_main(const char *program, const char *summary, const config_setting *table, size_t n,
+                        int argc, char **argv, int *exit_status)
+{
+    char err[512];
+    config *c = config_new(program, summary, table, n);
+    *exit_status = 2;
+    if (c == NULL)
+        return NULL;
+    int rc = config_load(c, argc, argv, err, sizeof err);
+    if (rc == CONFIG_OK)
+        return c;
+    if (rc == CONFIG_HELP) {
+        config_print_help(c, stdout);
+        *exit_status = 0;
+    } else {
+        fprintf(stderr, "%s: %s\n", program, err);
+    }
+    config_free(c);
+    return NULL;
+}
+
 void config_print_help(const config *c, FILE *out)
 {
     fprintf(out, "usage: %s [--name=value ...]\n", c->program);

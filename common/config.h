@@ -67,6 +67,12 @@ void config_free(config *c);
  * not flags are errors: services take none. On error the values are unspecified. */
 int config_load(config *c, int argc, char **argv, char *err, size_t errsz);
 
+/* What a service's main does with its settings: a new config loaded from the file,
+ * the environment and argv, or NULL with *exit_status set to 0 after printing --help on
+ * stdout, or to 2 after printing "<program>: <reason>" on stderr. */
+config *config_for_main(const char *program, const char *summary, const config_setting *table, size_t n,
+                        int argc, char **argv, int *exit_status);
+
 /* Every setting with its flag, environment variable, default and help; secret
  * defaults are shown as "(secret)". */
 void config_print_help(const config *c, FILE *out);

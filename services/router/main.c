@@ -88,20 +88,11 @@ static void serve(broker *b, double drain_seconds, admin_server *admin)
 
 int main(int argc, char **argv)
 {
-    char err[512];
-    config *cfg = config_new("citadel-router", "routes GenerateRequests from gateways to the least-loaded worker",
-                             settings, sizeof settings / sizeof settings[0]);
+    int exit_status;
+    config *cfg = config_for_main("citadel-router", "routes GenerateRequests from gateways to the least-loaded worker", settings,
+                                  sizeof settings / sizeof settings[0], argc, argv, &exit_status);
     if (cfg == NULL)
-        return 2;
-    int crc = config_load(cfg, argc, argv, err, sizeof err);
-    if (crc != CONFIG_OK) {
-        if (crc == CONFIG_HELP)
-            config_print_help(cfg, stdout);
-        else
-            fprintf(stderr, "citadel-router: %s\n", err);
-        config_free(cfg);
-        return crc == CONFIG_HELP ? 0 : 2;
-    }
+        return exit_status;
     log_init("router");
     config_log(cfg);
     const char *frontend = config_string(cfg, "router_frontend"), *backend = config_string(cfg, "router_backend");

@@ -141,20 +141,11 @@ static engine_model *open_model(const worker_config *c)
 
 int main(int argc, char **argv)
 {
-    char err[512];
-    config *cfg = config_new("citadel-worker", "serves generation requests from the router with the engine",
-                             settings, sizeof settings / sizeof settings[0]);
+    int exit_status;
+    config *cfg = config_for_main("citadel-worker", "serves generation requests from the router with the engine", settings,
+                                  sizeof settings / sizeof settings[0], argc, argv, &exit_status);
     if (cfg == NULL)
-        return 2;
-    int crc = config_load(cfg, argc, argv, err, sizeof err);
-    if (crc != CONFIG_OK) {
-        if (crc == CONFIG_HELP)
-            config_print_help(cfg, stdout);
-        else
-            fprintf(stderr, "citadel-worker: %s\n", err);
-        config_free(cfg);
-        return crc == CONFIG_HELP ? 0 : 2;
-    }
+        return exit_status;
     worker_config c;
     read_config(cfg, &c);
     log_init("worker");
