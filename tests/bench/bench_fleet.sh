@@ -17,18 +17,10 @@ for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citade
 done
 NAME=$(basename "$MODEL" .gguf)
 
-BASE=$((20000 + (($$ + 3541) % 4000) * 8))
-FE=tcp://127.0.0.1:$BASE
-BE=tcp://127.0.0.1:$((BASE + 1))
+. "$(dirname "$0")/../integration/lib.sh"
+fleet_begin 3541
 GPORT=$((BASE + 5))
-TMP=$(mktemp -d)
 export CITADEL_HOME=$TMP/home
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
 
 CITADEL_ROUTER_FRONTEND=$FE CITADEL_ROUTER_BACKEND=$BE CITADEL_ROUTER_ADMIN_PORT=$((BASE + 2)) \
     "$BIN/citadel-router" >"$TMP/router.log" 2>&1 &

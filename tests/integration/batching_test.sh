@@ -25,22 +25,10 @@ for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$CLIENT"; d
     if [ ! -x "$f" ]; then echo "batching_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
-BASE=$((20000 + (($$ + 1777) % 4000) * 8))
-FE=tcp://127.0.0.1:$BASE
-BE=tcp://127.0.0.1:$((BASE + 1))
+. "$(dirname "$0")/lib.sh"
+fleet_begin 1777
 RADMIN=$((BASE + 2))
 WADMIN=$((BASE + 3))
-TMP=$(mktemp -d)
-PIDS=""
-passed=0; failed=0
-
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
-cleanup() {
-    for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
 
 CITADEL_ROUTER_FRONTEND=$FE CITADEL_ROUTER_BACKEND=$BE CITADEL_ROUTER_ADMIN_PORT=$RADMIN \
     CITADEL_ROUTER_DRAIN_SECONDS=5 "$BIN/citadel-router" >"$TMP/router.log" 2>&1 &

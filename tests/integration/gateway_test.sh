@@ -25,25 +25,13 @@ for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citade
     if [ ! -x "$f" ]; then echo "gateway_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
-BASE=$((20000 + (($$ + 1733) % 4000) * 8))
-FE=tcp://127.0.0.1:$BASE
-BE=tcp://127.0.0.1:$((BASE + 1))
+. "$(dirname "$0")/lib.sh"
+fleet_begin 1733
 RADMIN=$((BASE + 2))
 GPORT=$((BASE + 5))
 GADMIN=$((BASE + 6))
 URL=https://127.0.0.1:$GPORT
-TMP=$(mktemp -d)
 export CITADEL_HOME=$TMP/home
-PIDS=""
-passed=0; failed=0
-
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
-cleanup() {
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
 
 # Long generations need a context longer than the default: 8192 positions let one
 # request run for ~40 s on one thread, which only a working cancel cuts short.

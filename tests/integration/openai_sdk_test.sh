@@ -36,18 +36,10 @@ if [ -z "$PY" ]; then
     exit 0
 fi
 
-BASE=$((20000 + (($$ + 2917) % 4000) * 8))
-FE=tcp://127.0.0.1:$BASE
-BE=tcp://127.0.0.1:$((BASE + 1))
+. "$(dirname "$0")/lib.sh"
+fleet_begin 2917
 GPORT=$((BASE + 5))
-TMP=$(mktemp -d)
 export CITADEL_HOME=$TMP/home
-PIDS=""
-cleanup() {
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
 
 CITADEL_ROUTER_FRONTEND=$FE CITADEL_ROUTER_BACKEND=$BE CITADEL_ROUTER_ADMIN_PORT=$((BASE + 2)) \
     "$BIN/citadel-router" >"$TMP/router.log" 2>&1 &

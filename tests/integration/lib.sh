@@ -1,0 +1,25 @@
+# lib.sh - what the fleet scripts share (sourced by tests/integration/*_test.sh and
+# tests/bench/bench_fleet.sh, never run on its own): loopback ports picked from the pid,
+# a scratch directory, the services to kill on exit, and the ok/fail tally.
+
+# fleet_begin SALT: BASE (the first of 8 ports; SALT keeps scripts that run at the same
+# time apart), FE and BE (the router's frontend and backend), TMP, PIDS (append each
+# started service), passed and failed; installs fleet_cleanup on exit.
+fleet_begin() {
+    BASE=$((20000 + (($$ + $1) % 4000) * 8))
+    FE=tcp://127.0.0.1:$BASE
+    BE=tcp://127.0.0.1:$((BASE + 1))
+    TMP=$(mktemp -d)
+    PIDS=""
+    passed=0; failed=0
+    trap fleet_cleanup EXIT INT TERM
+}
+
+# Kills every started service, stopped ones too (a test may SIGSTOP a worker).
+fleet_cleanup() {
+    for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
