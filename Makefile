@@ -30,7 +30,10 @@ endif
 GEN         := $(BUILD)/gen
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -pthread -Ikernels -Icommon -I$(GEN) -MMD -MP
 OPT         := -O2
-CFLAGS      := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(EXTRA_CFLAGS)
+# OpenBLAS (cblas_sgemm) for the training passes (kernels/train) and LoRA products.
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+CFLAGS      := $(CFLAGS_BASE) $(OPT) $(SANFLAGS) $(BLAS_CFLAGS) $(EXTRA_CFLAGS)
 KERNEL_OPT  := -O3
 AVX2_FLAGS  := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
@@ -39,7 +42,7 @@ AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx51
 FLEET_LIBS  := $(shell pkg-config --libs libzmq libprotobuf-c libevent libevent_pthreads libssl libcrypto 2>/dev/null || echo -lzmq -lprotobuf-c -levent_pthreads -levent -lssl -lcrypto)
 # PCRE2 (with JIT) for common/pii.c, the sanitizer's detectors shared by the service and the CLI.
 PCRE2_LIBS  := $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8)
-LDLIBS      := $(FLEET_LIBS) $(PCRE2_LIBS) -lm -pthread $(SANFLAGS)
+LDLIBS      := $(FLEET_LIBS) $(PCRE2_LIBS) $(BLAS_LIBS) -lm -pthread $(SANFLAGS)
 
 KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | sort)
 KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)

@@ -28,6 +28,7 @@
 
 #include "cpu/matmul.h"
 #include "cpu/quant.h"
+#include "model/lora.h"
 
 /* ---- loading ---------------------------------------------------------------------- */
 
@@ -340,6 +341,9 @@ struct llama_state {
     float *rope_cos, *rope_sin;  /* (max_batch, n_rot/2) */
     float *logits_rows;  /* batches: the logits rows before they go to their sequences */
     size_t logits_rows_cap;
+    const llama_lora *lora;  /* this sequence's adapter, or NULL */
+    float *lora_tmp;     /* (max_batch, rank) x A^T of the adapters of a chunk's tokens */
+    int lora_tmp_rank;
 };
 
 static int alloc_activations(llama_state *s, int n_threads)
@@ -427,7 +431,30 @@ void llama_state_free(llama_state *s)
     free(s->tok_seq);
     free(s->tok_pos);
     free(s->logits_rows);
+    free(s->lora_tmp);
     free(s);
+}
+
+void llama_state_set_lora(llama_state *s, const llama_lora *lora) { s->lora = lora; }
+const llama_lora *llama_state_lora(const llama_state *s) { return s->lora; }
+
+/* Grows the workspace's adapter scratch to the largest rank among the chunk's
+ * sequences. Returns 0, or -1 when out of memory. */
+static int lora_scratch(llama_state *work, llama_state *const *seqs, int n)
+{
+    int rank = 0;
+    for (int i = 0; i < n; i++)
+        if (seqs[i]->lora && seqs[i]->lora->rank > rank)
+            rank = seqs[i]->lora->rank;
+    if (rank <= work->lora_tmp_rank)
+        return 0;
+    float *tmp = malloc(sizeof(float) * (size_t)work->max_batch * rank);
+    if (tmp == NULL)
+        return -1;
+    free(work->lora_tmp);
+    work->lora_tmp = tmp;
+    work->lora_tmp_rank = rank;
+    return 0;
 }
 
 int llama_state_n_ctx(const llama_state *s) { return s->n_ctx; }
@@ -607,6 +634,22 @@ static void mm(llama_state *s, float *y, const float *x, int T, const llama_weig
         matmul(s->pool, y, x, T, w->data, w->type, w->rows, w->cols);
 }
 
+/* y += each token's adapter update of projection `target` of this layer, over runs of
+ * consecutive tokens that share an adapter (a batch holds several sequences, each with
+ * its own adapter or none). */
+static void lora_add(llama_state *s, int layer, enum lora_target target, float *y, const float *x, int T)
+{
+    for (int t = 0, end; t < T; t = end) {
+        const llama_lora *a = s->tok_seq[t]->lora;
+        for (end = t + 1; end < T && s->tok_seq[end]->lora == a;)
+            end++;
+        const lora_matrix *lm = a ? &a->m[(size_t)layer * LORA_N_TARGETS + target] : NULL;
+        if (lm && lm->a)
+            lora_matrix_apply(lm, a->rank, a->scale, y + (size_t)t * lm->out, x + (size_t)t * lm->in,
+                              end - t, s->lora_tmp);
+    }
+}
+
 static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T)
 {
     const llama_hparams *hp = &s->m->hp;
@@ -615,6 +658,9 @@ static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T
     mm(s, s->q, s->xn, T, &l->wq);
     mm(s, s->k, s->xn, T, &l->wk);
     mm(s, s->v, s->xn, T, &l->wv);
+    lora_add(s, layer, LORA_Q, s->q, s->xn, T);
+    lora_add(s, layer, LORA_K, s->k, s->xn, T);
+    lora_add(s, layer, LORA_V, s->v, s->xn, T);
     add_bias(s->q, l->bq, T, QD);
     add_bias(s->k, l->bk, T, KD);
     add_bias(s->v, l->bv, T, KD);
@@ -622,13 +668,17 @@ static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T
     rope_forward(s, s->k, T, hp->n_kv_heads);
     attention_forward(s, layer, T);
     mm(s, s->xn, s->att, T, &l->wo);
+    lora_add(s, layer, LORA_O, s->xn, s->att, T);
     residual_add(s->x, s->xn, (size_t)T * C);
 
     rmsnorm_forward(s->xn, s->x, l->ffn_norm, T, C, hp->rms_eps);
     mm(s, s->gate, s->xn, T, &l->w_gate);
     mm(s, s->up, s->xn, T, &l->w_up);
+    lora_add(s, layer, LORA_GATE, s->gate, s->xn, T);
+    lora_add(s, layer, LORA_UP, s->up, s->xn, T);
     swiglu_forward(s->gate, s->up, (size_t)T * hp->ffn_dim);
     mm(s, s->xn, s->gate, T, &l->w_down);
+    lora_add(s, layer, LORA_DOWN, s->xn, s->gate, T);
     residual_add(s->x, s->xn, (size_t)T * C);
 }
 
@@ -671,7 +721,7 @@ static bool tokens_valid(const llama_state *seq, const int32_t *tokens, int n)
 int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, bool all_logits)
 {
     int V = s->m->hp.n_vocab;
-    if (!tokens_valid(s, tokens, n))
+    if (!tokens_valid(s, tokens, n) || lora_scratch(s, &s, 1))
         return -1;
     for (int done = 0; done < n;) {
         int T = n - done < s->max_batch ? n - done : s->max_batch;
@@ -730,7 +780,7 @@ int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_se
     if (T == 0)
         return 0;
     float *staged = n_rows ? logits_staging(work, (size_t)n_rows * V) : NULL;
-    if (n_rows && staged == NULL)
+    if ((n_rows && staged == NULL) || lora_scratch(work, work->tok_seq, T))
         return -1;
     chunk_forward(work, tokens, T);
     for (int i = 0; i < n_seqs; i++)

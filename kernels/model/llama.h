@@ -90,6 +90,14 @@ int llama_state_n_past(const llama_state *s);    /* positions filled in the cach
 void llama_state_truncate(llama_state *s, int n_past);
 threadpool *llama_state_pool(llama_state *s);
 
+/* The LoRA adapter (model/lora.h) this sequence's tokens run with from now on; NULL
+ * for the base model. The adapter is only read, so one may serve many sequences at
+ * once; it must outlive its use. Tokens already in the cache keep what they were
+ * computed with: callers truncate the cache when they change a sequence's adapter. */
+struct llama_lora;
+void llama_state_set_lora(llama_state *s, const struct llama_lora *lora);
+const struct llama_lora *llama_state_lora(const llama_state *s);
+
 /* Runs tokens[0..n) at positions n_past.. and appends them to the cache. Writes the
  * logits (V floats per token) of every token into logits when all_logits, else of the
  * last token only. logits may be NULL. Returns 0, or -1 when the tokens do not fit the
