@@ -158,7 +158,7 @@ $(eval $(call service_test_rule,sanitizer,$(SANITIZER_TEST_MODULES)))
 GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto)
 # Gateway tests link the modules that need neither protobuf nor sockets (the ZeroMQ and
 # HTTP modules are exercised by tests/integration).
-GATEWAY_TEST_OBJ := $(patsubst %,$(BUILD)/obj/services/gateway/%.o,gw_keys gw_tls gw_openai gw_log)
+GATEWAY_TEST_OBJ := $(patsubst %,$(BUILD)/obj/services/gateway/%.o,gw_tls gw_openai gw_log gw_policy gw_auth gw_admin_keys)
 $(BUILD)/obj/tests/unit/test_gateway_%.o: CFLAGS += -Iservices/gateway
 $(BUILD)/tests/test_gateway_%: $(BUILD)/obj/tests/unit/test_gateway_%.o $(GATEWAY_TEST_OBJ) $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)

@@ -29,6 +29,7 @@
 #include <event2/listener.h>
 #include <openssl/rand.h>
 
+#include "gw_admin_keys.h"
 #include "gw_log.h"
 
 typedef struct gw_conn gw_conn;
@@ -37,7 +38,7 @@ struct gw_server {
     struct event_base *base;
     gw_server_config cfg;
     SSL_CTX *ssl_ctx;
-    gw_keystore *keys;
+    gw_access *access;
     gw_upstream *up;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
@@ -64,7 +65,7 @@ typedef struct gw_call {
     gw_request body;
     char request_id[40];
     char response_id[64];
-    char key_id[GW_KEY_ID_MAX];
+    gw_principal who;                  /* the caller: key id, user, roles (for audit) */
     gw_response_meta meta;
     bool headers_sent;                 /* streaming: the 200 and SSE headers went out */
     struct evbuffer *text;             /* non-streamed: the answer so far */
@@ -291,25 +292,11 @@ static int check_framing(struct evhttp_request *req, gw_error *e)
     return 0;
 }
 
-/* Checks "Authorization: Bearer <key>". Returns the key's entry, or NULL with e set. */
-static const gw_key_entry *authenticate(gw_server *s, struct evhttp_request *req, gw_error *e)
+/* Authenticates the request's "Authorization: Bearer …". 0 with *who, or -1 with e. */
+static int authenticate(gw_server *s, struct evhttp_request *req, gw_principal *who, gw_error *e)
 {
     const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
-        gw_error_set(e, 401, "invalid_request_error", NULL, "invalid_api_key",
-                     "missing API key: send 'Authorization: Bearer <key>'");
-        return NULL;
-    }
-    const char *key = auth + 7;
-    while (*key == ' ') key++;
-    char warn[256];
-    if (gw_keys_reload_if_changed(s->keys, warn, sizeof warn) < 0)
-        gw_log(GW_LOG_WARN, NULL, "keys file reload failed: %s", warn);
-    const gw_key_entry *k = gw_keys_verify(s->keys, key, strlen(key));
-    if (k == NULL)
-        gw_error_set(e, 401, "invalid_request_error", NULL, "invalid_api_key",
-                     "incorrect API key provided");
-    return k;
+    return gw_auth_bearer(&s->access->auth, auth, who, e);
 }
 
 static void new_request_id(char *out, size_t n)
@@ -491,7 +478,7 @@ static void on_upstream(const gw_upstream_event *ev, void *arg)
 }
 
 static gw_call *call_new(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
-                         const gw_key_entry *key, const char *request_id)
+                         const gw_principal *who, const char *request_id)
 {
     gw_call *c = calloc(1, sizeof *c);
     if (c == NULL) return NULL;
@@ -500,7 +487,7 @@ static gw_call *call_new(gw_server *s, struct evhttp_request *req, enum gw_kind 
     c->evcon = evhttp_request_get_connection(req);
     clock_gettime(CLOCK_MONOTONIC, &c->started);
     snprintf(c->request_id, sizeof c->request_id, "%s", request_id);
-    snprintf(c->key_id, sizeof c->key_id, "%s", key->key_id);
+    c->who = *who;
     snprintf(c->response_id, sizeof c->response_id, "%s%s",
              kind == GW_KIND_CHAT ? "chatcmpl-" : "cmpl-", request_id + 4);
     c->text = evbuffer_new();
@@ -510,10 +497,10 @@ static gw_call *call_new(gw_server *s, struct evhttp_request *req, enum gw_kind 
 }
 
 static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
-                            const gw_key_entry *key, const char *request_id)
+                            const gw_principal *who, const char *request_id)
 {
     gw_error e;
-    gw_call *c = call_new(s, req, kind, key, request_id);
+    gw_call *c = call_new(s, req, kind, who, request_id);
     if (c == NULL || c->text == NULL) {
         if (c) call_free(c);
         reject(req, gw_error_set(&e, 503, "server_error", NULL, NULL, "out of memory"), request_id, false);
@@ -527,10 +514,17 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
         reject(req, &e, request_id, false);
         return;
     }
+    if (!gw_principal_may_use_model(&c->who, c->body.model)) {
+        gw_error_set(&e, 403, "invalid_request_error", "model", "model_not_allowed",
+                     "this key may not use model '%.200s'", c->body.model);
+        call_free(c);
+        reject(req, &e, request_id, false);
+        return;
+    }
     c->meta = (gw_response_meta){kind, c->response_id, (int64_t)time(NULL), c->body.model,
                                  c->body.stream && c->body.include_usage};
     if (c->body.logprobs && !c->body.stream) c->logprobs = gw_logprobs_acc_new(kind);
-    if (gw_upstream_submit(s->up, &c->body, c->request_id, c->key_id, on_upstream, c, &e) != 0) {
+    if (gw_upstream_submit(s->up, &c->body, c->request_id, c->who.key_id, on_upstream, c, &e) != 0) {
         call_free(c);
         reject(req, &e, request_id, false);
         return;
@@ -542,10 +536,12 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
         if (c->closed_ev) event_add(c->closed_ev, NULL);
     }
     gw_log(GW_LOG_INFO, c->request_id, "generation submitted: key_id=%s model=%s stream=%s",
-           c->key_id, c->body.model, c->body.stream ? "true" : "false");
+           c->who.key_id, c->body.model, c->body.stream ? "true" : "false");
 }
 
-static void handle_models(gw_server *s, struct evhttp_request *req)
+/* /v1/models: the router's models (or the configured ones), only those the caller's
+ * key may use. */
+static void handle_models(gw_server *s, struct evhttp_request *req, const gw_principal *who)
 {
     size_t n = 0;
     const char *const *models = gw_upstream_models(s->up, &n);
@@ -553,11 +549,36 @@ static void handle_models(gw_server *s, struct evhttp_request *req)
         models = s->cfg.models;
         n = s->cfg.n_models;
     }
+    const char **allowed = calloc(n + 1, sizeof *allowed);
+    size_t n_allowed = 0;
+    for (size_t i = 0; allowed && i < n; i++)
+        if (gw_principal_may_use_model(who, models[i])) allowed[n_allowed++] = models[i];
     size_t len;
-    char *body = gw_models_body(models, n, (int64_t)time(NULL), &len);
+    char *body = allowed ? gw_models_body(allowed, n_allowed, (int64_t)time(NULL), &len) : NULL;
     send_json(req, 200, body, body ? len : 0, false);
     gw_metric_request(200, 0);
     free(body);
+    free(allowed);
+}
+
+/* /admin/keys: see gw_admin_keys.h. */
+static void handle_admin_keys(gw_server *s, struct evhttp_request *req, const char *method,
+                              const char *path, const gw_principal *who, const char *request_id)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in), out_len = 0;
+    const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    char *out = NULL;
+    gw_error e;
+    int status = gw_admin_keys_handle(s->access->auth.keys, &s->access->policy, method, path, data, len,
+                                      who->key_id, &out, &out_len, &e);
+    if (status < 0) {
+        reject(req, &e, request_id, false);
+        return;
+    }
+    send_json(req, status, out, out_len, false);
+    gw_metric_request(status, 0);
+    free(out);
 }
 
 static void handle_health(gw_server *s, struct evhttp_request *req)
@@ -595,32 +616,51 @@ static void handle_request(struct evhttp_request *req, void *arg)
         handle_health(s, req);
         return;
     }
-    bool chat = strcmp(path, "/v1/chat/completions") == 0;
-    bool completions = strcmp(path, "/v1/completions") == 0;
-    bool models = strcmp(path, "/v1/models") == 0;
-    if (!chat && !completions && !models) {
+    const char *method_name = method == EVHTTP_REQ_GET ? "GET" : method == EVHTTP_REQ_POST ? "POST"
+                              : method == EVHTTP_REQ_DELETE ? "DELETE" : "OTHER";
+    const gw_policy_route *route = NULL;
+    switch (gw_policy_route_for(&s->access->policy, method_name, path, &route)) {
+    case GW_ROUTE_NO_PATH:
         reject(req, gw_error_set(&e, 404, "invalid_request_error", NULL, "unknown_url",
-                                     "unknown URL: %.200s", path), request_id, false);
+                                 "unknown URL: %.200s", path), request_id, false);
         return;
-    }
-    if ((models && method != EVHTTP_REQ_GET) || (!models && method != EVHTTP_REQ_POST)) {
+    case GW_ROUTE_WRONG_METHOD:
         reject(req, gw_error_set(&e, 405, "invalid_request_error", NULL, "method_not_allowed",
-                                     "%s takes %s", path, models ? "GET" : "POST"), request_id, false);
+                                 "%s does not take %s", path, method_name), request_id, false);
         return;
+    case GW_ROUTE_FOUND:
+        break;
     }
-    const gw_key_entry *key = authenticate(s, req, &e);
-    if (key == NULL) {
+    gw_principal who;
+    if (authenticate(s, req, &who, &e) != 0) {
         reject(req, &e, request_id, false);
         return;
     }
-    if (models) handle_models(s, req);
-    else handle_generate(s, req, chat ? GW_KIND_CHAT : GW_KIND_COMPLETION, key, request_id);
+    if (!gw_policy_allows(&s->access->policy, who.roles, route->permission)) {
+        gw_log(GW_LOG_INFO, request_id, "refused: key_id=%s roles=%s lacks permission %s",
+               who.key_id, who.roles, route->permission);
+        reject(req, gw_error_set(&e, 403, "invalid_request_error", NULL, "permission_denied",
+                                 "your role (%s) does not grant '%s'", who.roles, route->permission),
+               request_id, false);
+        return;
+    }
+    if (strcmp(path, "/v1/chat/completions") == 0)
+        handle_generate(s, req, GW_KIND_CHAT, &who, request_id);
+    else if (strcmp(path, "/v1/completions") == 0)
+        handle_generate(s, req, GW_KIND_COMPLETION, &who, request_id);
+    else if (strcmp(path, "/v1/models") == 0)
+        handle_models(s, req, &who);
+    else if (strncmp(path, "/admin/keys", 11) == 0)
+        handle_admin_keys(s, req, method_name, path, &who, request_id);
+    else
+        reject(req, gw_error_set(&e, 404, "invalid_request_error", NULL, "unknown_url",
+                                 "%.200s is not served by this gateway yet", path), request_id, false);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
 gw_server *gw_server_start(struct event_base *base, const gw_server_config *cfg,
-                           SSL_CTX *ssl_ctx, gw_keystore *keys, gw_upstream *up,
+                           SSL_CTX *ssl_ctx, gw_access *access, gw_upstream *up,
                            char *err, size_t errsz)
 {
     if (ssl_conn_index < 0)
@@ -631,7 +671,7 @@ gw_server *gw_server_start(struct event_base *base, const gw_server_config *cfg,
         free(s);
         return NULL;
     }
-    *s = (gw_server){.base = base, .cfg = *cfg, .ssl_ctx = ssl_ctx, .keys = keys, .up = up,
+    *s = (gw_server){.base = base, .cfg = *cfg, .ssl_ctx = ssl_ctx, .access = access, .up = up,
                      .accepting = true};
     s->http = evhttp_new(base);
     if (s->http == NULL) {
@@ -645,7 +685,7 @@ gw_server *gw_server_start(struct event_base *base, const gw_server_config *cfg,
     evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
     struct timeval io = {cfg->io_timeout_ms / 1000, (cfg->io_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(s->http, &io);
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
     evhttp_set_default_content_type(s->http, "application/json");
     s->bound = evhttp_bind_socket_with_handle(s->http, cfg->listen_addr, (ev_uint16_t)cfg->port);
     if (s->bound == NULL) {

@@ -3,9 +3,12 @@
  * request to the last SSE chunk.
  *
  * main.c builds the TLS context, key store and upstream, then gw_server_start binds the
- * listener. Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models
- * (bearer key required), GET /health (open). Everything that goes wrong becomes an
- * OpenAI-shaped error body, is logged and counted.
+ * listener. Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,
+ * /admin/keys (gw_admin_keys.h), GET /health (open). Every other request is matched to
+ * a route of the policy (gw_policy.h), authenticated (gw_auth.h) and allowed only when
+ * one of the caller's roles grants the route's permission; a generation must also name
+ * a model the caller's key allows. Everything that goes wrong becomes an OpenAI-shaped
+ * error body, is logged and counted.
  *
  * Limits: header bytes and body bytes (evhttp refuses larger ones itself, 400/413),
  * a deadline for a connection's request headers (from accept, and again after each
@@ -22,7 +25,8 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
-#include "gw_keys.h"
+#include "gw_auth.h"
+#include "gw_policy.h"
 #include "gw_upstream.h"
 
 typedef struct gw_server gw_server;
@@ -45,10 +49,17 @@ typedef struct gw_server_stats {
     unsigned long requests_in_flight;
 } gw_server_stats;
 
-/* Binds and starts serving on base. ssl_ctx, keys and up must outlive the server.
+/* What decides who may do what: authentication, the role policy (and, later, limits).
+ * main.c owns it; the server and the gRPC endpoint share it. */
+typedef struct gw_access {
+    gw_auth auth;
+    gw_policy policy;
+} gw_access;
+
+/* Binds and starts serving on base. ssl_ctx, access and up must outlive the server.
  * Returns NULL with a message (address in use, ...). */
 gw_server *gw_server_start(struct event_base *base, const gw_server_config *cfg,
-                           SSL_CTX *ssl_ctx, gw_keystore *keys, gw_upstream *up,
+                           SSL_CTX *ssl_ctx, gw_access *access, gw_upstream *up,
                            char *err, size_t errsz);
 
 /* Stops accepting new connections (graceful drain starts). In-flight calls go on. */

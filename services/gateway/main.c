@@ -3,7 +3,8 @@
  * SIGTERM (stop accepting, let in-flight generations finish within a timeout, exit).
  *
  * Every setting has a default, an environment variable and a --name=value flag;
- * --help lists them. The modules: gw_tls (certificates), gw_keys (API keys),
+ * --help lists them. The modules: gw_tls (certificates), gw_auth and common/apikeys
+ * (who is calling), gw_policy (what roles may do), gw_admin_keys (/admin/keys),
  * gw_upstream (ZeroMQ to the router), gw_server (HTTP), gw_openai (JSON), gw_log.
  */
 #include <errno.h>
@@ -16,7 +17,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
-#include "gw_keys.h"
+#include "apikeys.h"
 #include "gw_log.h"
 #include "gw_server.h"
 #include "gw_tls.h"
@@ -46,6 +47,9 @@ static setting settings[] = {
     {"max-connections", "CITADEL_GATEWAY_MAX_CONNECTIONS", "1024", "open client connections at most", NULL},
     {"models", "CITADEL_GATEWAY_MODELS", "", "comma-separated models for /v1/models until the router reports some", NULL},
     {"drain-timeout-ms", "CITADEL_GATEWAY_DRAIN_TIMEOUT_MS", "30000", "on SIGTERM, wait this long for in-flight work", NULL},
+    {"policy", "CITADEL_GATEWAY_POLICY", "", "role/route policy file (see README); empty: the built-in policy", NULL},
+    {"default-rpm", "CITADEL_GATEWAY_DEFAULT_RPM", "0", "requests/min for keys that set none (0: unlimited)", NULL},
+    {"default-tpm", "CITADEL_GATEWAY_DEFAULT_TPM", "0", "tokens/min for keys that set none (0: unlimited)", NULL},
     {"log-level", "CITADEL_LOG_LEVEL", "info", "debug, info, warn or error", NULL},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -182,17 +186,35 @@ static SSL_CTX *setup_tls(const char *home)
     return ctx;
 }
 
-static int setup_keys(const char *home, gw_keystore *keys)
+static int setup_keys(const char *home, apikey_store *keys)
 {
     char dir[4096], err[512];
     bool created;
     snprintf(dir, sizeof dir, "%s/keys", home);
-    if (gw_keys_bootstrap(keys, dir, &created, err, sizeof err) != 0) {
+    if (apikeys_bootstrap(keys, dir, &created, err, sizeof err) != 0) {
         gw_log(GW_LOG_ERROR, NULL, "keys: %s", err);
         return -1;
     }
     if (created) gw_log(GW_LOG_INFO, NULL, "made the first admin key: %s/admin.key", dir);
     gw_log(GW_LOG_INFO, NULL, "%zu API keys loaded", keys->n);
+    return 0;
+}
+
+/* Authentication and the role policy (see gw_server.h's gw_access). */
+static int setup_access(const char *home, gw_access *access, apikey_store *keys)
+{
+    long rpm, tpm;
+    if (get_int("default-rpm", 0, 1000000000, &rpm) || get_int("default-tpm", 0, 1000000000000L, &tpm))
+        return -1;
+    if (setup_keys(home, keys) != 0) return -1;
+    access->auth = (gw_auth){.keys = keys, .default_rpm = rpm, .default_tpm = tpm};
+    char err[600];
+    if (gw_policy_load(&access->policy, get("policy"), err, sizeof err) != 0) {
+        gw_log(GW_LOG_ERROR, NULL, "%s", err);
+        return -1;
+    }
+    gw_log(GW_LOG_INFO, NULL, "policy: %zu routes, %zu roles (%s)", access->policy.n_routes,
+           access->policy.n_roles, get("policy")[0] ? get("policy") : "built-in");
     return 0;
 }
 
@@ -237,10 +259,11 @@ static int run(void)
     const char *models[64];
     snprintf(models_buf, sizeof models_buf, "%s", get("models"));
     size_t n_models = split_models(models_buf, models, 64);
-    gw_keystore keys = {0};
+    apikey_store keys = {0};
+    gw_access access = {0};
     gateway g = {.drain_timeout_ms = drain_ms};
     SSL_CTX *ctx = setup_tls(home);
-    if (ctx == NULL || setup_keys(home, &keys) != 0) goto out;
+    if (ctx == NULL || setup_access(home, &access, &keys) != 0) goto out;
     g.base = event_base_new();
     if (g.base == NULL) goto out;
     gw_upstream_config ucfg = {get("router"), (int)router_ms, (int)deadline_ms};
@@ -251,7 +274,7 @@ static int run(void)
     }
     gw_server_config scfg = {get("listen"), (int)port, (size_t)max_body, (size_t)max_header,
                              (int)header_ms, (int)io_ms, (int)max_conns, models, n_models};
-    g.server = gw_server_start(g.base, &scfg, ctx, &keys, g.up, err, sizeof err);
+    g.server = gw_server_start(g.base, &scfg, ctx, &access, g.up, err, sizeof err);
     if (g.server == NULL) {
         gw_log(GW_LOG_ERROR, NULL, "%s", err);
         goto out;
@@ -278,7 +301,8 @@ out:
     gw_upstream_free(g.up);
     if (g.drain_timer) event_free(g.drain_timer);
     if (g.base) event_base_free(g.base);
-    gw_keys_free(&keys);
+    gw_policy_free(&access.policy);
+    apikeys_free(&keys);
     SSL_CTX_free(ctx);
     gw_log(GW_LOG_INFO, NULL, "stopped");
     return rc;
