@@ -18,6 +18,7 @@ gw_error *gw_error_set(gw_error *e, int status, const char *type, const char *pa
                        const char *code, const char *fmt, ...)
 {
     e->status = status;
+    e->retry_after_s = 0;
     e->type = type;
     e->param = param;
     e->code = code;

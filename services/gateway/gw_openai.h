@@ -49,6 +49,7 @@ typedef struct gw_request {
     bool logprobs;                              /* per-token log-probabilities wanted */
     int32_t top_logprobs;                       /* alternatives per token, 0..20 */
     char *user;
+    int64_t deadline_ms;        /* from the X-Citadel-Deadline-Ms header, not the body; 0: the default */
 } gw_request;
 
 /* A client-facing error: HTTP status and OpenAI's {"error": {...}} fields. param and
@@ -59,6 +60,7 @@ typedef struct gw_error {
     const char *param;
     const char *code;
     char message[512];
+    int retry_after_s;     /* > 0: sent as Retry-After (503 overloaded); gw_error_set clears it */
 } gw_error;
 
 /* Fills e; message is printf-formatted. Returns e for convenience. */

@@ -14,6 +14,7 @@
  */
 #include "gw_server.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,11 @@ static void send_error(struct evhttp_request *req, const gw_error *e, const char
            e->status, e->message);
     if (e->status == 401) evhttp_add_header(evhttp_request_get_output_headers(req),
                                             "WWW-Authenticate", "Bearer");
+    if (e->retry_after_s > 0) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", e->retry_after_s);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", secs);
+    }
     send_json(req, e->status, body, len, close);
     free(body);
 }
@@ -496,6 +502,25 @@ static gw_call *call_new(gw_server *s, struct evhttp_request *req, enum gw_kind 
     return c;
 }
 
+/* X-Citadel-Deadline-Ms: the client's deadline for this request, in milliseconds from
+ * now (a positive integer; the configured deadline-ms still caps it). Absent: 0. */
+static int parse_deadline_header(struct evhttp_request *req, int64_t *out, gw_error *e)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Citadel-Deadline-Ms");
+    *out = 0;
+    if (v == NULL) return 0;
+    char *end;
+    errno = 0;
+    long long ms = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || ms <= 0 || ms > 86400000) {
+        gw_error_set(e, 400, "invalid_request_error", "X-Citadel-Deadline-Ms", "invalid_value",
+                     "X-Citadel-Deadline-Ms must be a whole number of milliseconds between 1 and 86400000");
+        return -1;
+    }
+    *out = ms;
+    return 0;
+}
+
 static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
                             const gw_principal *who, const char *request_id)
 {
@@ -509,7 +534,8 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (gw_request_parse(kind, data, len, &c->body, &e) != 0) {
+    if (gw_request_parse(kind, data, len, &c->body, &e) != 0 ||
+        parse_deadline_header(req, &c->body.deadline_ms, &e) != 0) {
         call_free(c);
         reject(req, &e, request_id, false);
         return;

@@ -36,6 +36,7 @@ typedef struct pending {
     void *arg;
     struct event *timer;
     bool answered;
+    int deadline_ms;               /* the request's deadline, ms after submitted */
     struct timespec submitted;
     gw_upstream *up;
     struct pending *prev, *next;
@@ -125,7 +126,7 @@ static uint8_t *pack_cancel(const char *request_id, const char *reason, size_t *
 }
 
 /* The router's error codes as HTTP statuses and OpenAI error types. */
-static void map_error(int code, const char *message, gw_error *e)
+static void map_error(const gw_upstream *up, int code, const char *message, gw_error *e)
 {
     const char *msg = message && message[0] ? message : "the router reported an error";
     switch (code) {
@@ -143,6 +144,10 @@ static void map_error(int code, const char *message, gw_error *e)
         break;
     case CITADEL__ERROR_CODE__UNAVAILABLE:
         gw_error_set(e, 503, "server_error", NULL, "service_unavailable", "%s", msg);
+        break;
+    case CITADEL__ERROR_CODE__OVERLOADED:   /* every worker tried has a full queue */
+        gw_error_set(e, 503, "server_error", NULL, "overloaded", "%s", msg);
+        e->retry_after_s = up->cfg.retry_after_s;
         break;
     default:
         gw_error_set(e, 500, "server_error", NULL, "internal_error", "%s", msg);
@@ -213,13 +218,13 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     pending *p = arg;
     gw_upstream *up = p->up;
     gw_error e;
-    if (!p->answered) {
+    if (elapsed_ms(&p->submitted) < p->deadline_ms) {
         gw_error_set(&e, 503, "server_error", NULL, "service_unavailable",
                      "the router did not answer within %d ms", up->cfg.first_answer_timeout_ms);
         gw_metric_error("router_timeout");
     } else {
         gw_error_set(&e, 504, "server_error", NULL, "timeout",
-                     "the generation did not finish within %d ms", up->cfg.request_deadline_ms);
+                     "the generation did not finish within its deadline of %d ms", p->deadline_ms);
         gw_metric_error("deadline");
     }
     size_t len;
@@ -241,7 +246,10 @@ int gw_upstream_submit(gw_upstream *up, const gw_request *req, const char *reque
     }
     struct timeval now;
     gettimeofday(&now, NULL);
-    int64_t deadline = (int64_t)now.tv_sec * 1000 + now.tv_usec / 1000 + up->cfg.request_deadline_ms;
+    int deadline_ms = up->cfg.request_deadline_ms;
+    if (req->deadline_ms > 0 && req->deadline_ms < deadline_ms)
+        deadline_ms = (int)req->deadline_ms;
+    int64_t deadline = (int64_t)now.tv_sec * 1000 + now.tv_usec / 1000 + deadline_ms;
     size_t len;
     uint8_t *buf = pack_request(req, request_id, key_id, deadline, &len);
     if (buf == NULL) {
@@ -262,13 +270,16 @@ int gw_upstream_submit(gw_upstream *up, const gw_request *req, const char *reque
     p->fn = fn;
     p->arg = arg;
     p->up = up;
+    p->deadline_ms = deadline_ms;
     clock_gettime(CLOCK_MONOTONIC, &p->submitted);
     p->timer = evtimer_new(up->base, on_timeout, p);
     p->next = up->pending;
     if (up->pending) up->pending->prev = p;
     up->pending = p;
     up->n_pending++;
-    if (p->timer) arm_timer(p, up->cfg.first_answer_timeout_ms);
+    int first_ms = deadline_ms + GW_DEADLINE_GRACE_MS;
+    if (up->cfg.first_answer_timeout_ms < first_ms) first_ms = up->cfg.first_answer_timeout_ms;
+    if (p->timer) arm_timer(p, first_ms);
     return 0;
 }
 
@@ -334,7 +345,7 @@ static void deliver_chunk(gw_upstream *up, const uint8_t *buf, size_t len)
         remove_pending(up, p);
     } else if (!p->answered) {
         p->answered = true;
-        arm_timer(p, up->cfg.request_deadline_ms - elapsed_ms(&p->submitted));
+        arm_timer(p, p->deadline_ms + GW_DEADLINE_GRACE_MS - elapsed_ms(&p->submitted));
     }
     fn(&ev, arg);
     free(lp);
@@ -353,7 +364,9 @@ static void deliver_error(gw_upstream *up, const uint8_t *buf, size_t len)
     pending *p = m->request_id ? find_pending(up, m->request_id) : NULL;
     if (p != NULL) {
         gw_error e;
-        map_error(m->code, m->message, &e);
+        map_error(up, m->code, m->message, &e);
+        if (m->code == CITADEL__ERROR_CODE__OVERLOADED) gw_metric_error("overloaded");
+        else if (m->code == CITADEL__ERROR_CODE__DEADLINE_EXCEEDED) gw_metric_error("deadline");
         gw_log(GW_LOG_INFO, p->request_id, "router error %d: %s", m->code, m->message ? m->message : "");
         fail_pending(up, p, &e);
     } else {

@@ -26,6 +26,8 @@
 
 typedef struct gw_upstream gw_upstream;
 
+#define GW_DEADLINE_GRACE_MS 1000
+
 enum gw_upstream_event_kind { GW_UP_CHUNK, GW_UP_ERROR };
 
 /* One answer from the router for one request. Pointers are valid only during the
@@ -44,7 +46,8 @@ typedef void (*gw_upstream_fn)(const gw_upstream_event *ev, void *arg);
 typedef struct gw_upstream_config {
     const char *router_endpoint;     /* e.g. "tcp://127.0.0.1:5555" */
     int first_answer_timeout_ms;     /* no word from the router within this -> 503 */
-    int request_deadline_ms;         /* whole generation; sent to the router too */
+    int request_deadline_ms;         /* whole generation by default; sent to the router too */
+    int retry_after_s;               /* Retry-After of the 503 for an overloaded fleet */
 } gw_upstream_config;
 
 /* Connects (ZeroMQ connects lazily, so a router that is not up yet is fine) and
@@ -54,7 +57,11 @@ gw_upstream *gw_upstream_new(struct event_base *base, const gw_upstream_config *
 void gw_upstream_free(gw_upstream *up);
 
 /* Sends req as a GenerateRequest. fn(ev, arg) is called for each answer. Returns 0, or
- * -1 with e filled (503 when the router cannot take it now) and fn never called. */
+ * -1 with e filled (503 when the router cannot take it now) and fn never called.
+ * The request's deadline is req->deadline_ms from now when set and shorter than
+ * cfg.request_deadline_ms, else the latter; it travels in the GenerateRequest so that
+ * the worker ends the request there (504). The gateway's own timer waits
+ * GW_DEADLINE_GRACE_MS longer, as a backstop for a worker that cannot answer. */
 int gw_upstream_submit(gw_upstream *up, const gw_request *req, const char *request_id,
                        const char *key_id, gw_upstream_fn fn, void *arg, gw_error *e);
 

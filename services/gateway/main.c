@@ -37,7 +37,8 @@ static setting settings[] = {
     {"tls-key", "CITADEL_GATEWAY_TLS_KEY", "", "private key (PEM) of tls-cert", NULL},
     {"router", "CITADEL_ROUTER_ENDPOINT", "tcp://127.0.0.1:5555", "router frontend (ZeroMQ)", NULL},
     {"router-timeout-ms", "CITADEL_GATEWAY_ROUTER_TIMEOUT_MS", "30000", "no answer from the router within this -> 503", NULL},
-    {"deadline-ms", "CITADEL_GATEWAY_DEADLINE_MS", "600000", "a whole generation's deadline -> 504", NULL},
+    {"deadline-ms", "CITADEL_GATEWAY_DEADLINE_MS", "600000", "a whole generation's deadline -> 504 (X-Citadel-Deadline-Ms may shorten it)", NULL},
+    {"retry-after-s", "CITADEL_GATEWAY_RETRY_AFTER_S", "1", "Retry-After of the 503 when every worker's queue is full", NULL},
     {"admin-listen", "CITADEL_GATEWAY_ADMIN_LISTEN", "127.0.0.1", "admin listener address (/metrics, /healthz, /readyz)", NULL},
     {"admin-port", "CITADEL_GATEWAY_ADMIN_PORT", "9100", "admin listener port", NULL},
     {"max-body-bytes", "CITADEL_GATEWAY_MAX_BODY_BYTES", "1048576", "largest request body (413 above)", NULL},
@@ -229,7 +230,8 @@ static size_t split_models(char *s, const char **out, size_t cap)
 
 static int run(void)
 {
-    long port, admin_port, max_body, max_header, header_ms, io_ms, max_conns, router_ms, deadline_ms, drain_ms;
+    long port, admin_port, max_body, max_header, header_ms, io_ms, max_conns, router_ms, deadline_ms, drain_ms,
+        retry_after_s;
     if (get_int("port", 1, 65535, &port) || get_int("admin-port", 0, 65535, &admin_port) ||
         get_int("max-body-bytes", 1024, 1L << 30, &max_body) ||
         get_int("max-header-bytes", 1024, 1L << 20, &max_header) ||
@@ -238,6 +240,7 @@ static int run(void)
         get_int("max-connections", 1, 1000000, &max_conns) ||
         get_int("router-timeout-ms", 10, 86400000, &router_ms) ||
         get_int("deadline-ms", 10, 86400000, &deadline_ms) ||
+        get_int("retry-after-s", 1, 86400, &retry_after_s) ||
         get_int("drain-timeout-ms", 0, 86400000, &drain_ms))
         return 2;
     enum gw_log_level level;
@@ -266,7 +269,7 @@ static int run(void)
     if (ctx == NULL || setup_access(home, &access, &keys) != 0) goto out;
     g.base = event_base_new();
     if (g.base == NULL) goto out;
-    gw_upstream_config ucfg = {get("router"), (int)router_ms, (int)deadline_ms};
+    gw_upstream_config ucfg = {get("router"), (int)router_ms, (int)deadline_ms, (int)retry_after_s};
     g.up = gw_upstream_new(g.base, &ucfg, err, sizeof err);
     if (g.up == NULL) {
         gw_log(GW_LOG_ERROR, NULL, "%s", err);

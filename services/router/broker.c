@@ -4,7 +4,10 @@
  * routing facts (request id, model, whether a chunk is the last one) from them and
  * passes the rest on unchanged. A request keeps its packed bytes until its first chunk
  * so that a worker dying before then can be hidden from the client by sending the same
- * bytes to another worker.
+ * bytes to another worker. The same bytes serve when a worker refuses a request as
+ * OVERLOADED (its queue is full): the request goes to another worker of the model that
+ * has not been tried yet, and only when there is none (or PENDING_MAX_ATTEMPTS workers
+ * have refused) does the last refusal reach the gateway, which answers 503.
  */
 #include "broker.h"
 
@@ -66,6 +69,11 @@ int broker_init(broker *b, void *frontend, void *backend, metrics_registry *reg)
                                           "Badly framed, unknown or undecodable messages received.", NULL);
     m->cancels = metrics_counter_new(reg, "cancels_total", "Cancels passed on to a worker.", NULL);
     m->workers_died = metrics_counter_new(reg, "workers_died_total", "Workers expired after 3 s of silence.", NULL);
+    m->overload_retries = metrics_counter_new(reg, "overload_retries_total",
+                                              "Requests a full worker refused, sent on to another worker.", NULL);
+    static const char *const overloaded[] = {"reason", "overloaded", NULL};
+    m->refused_overloaded = metrics_counter_new(reg, "requests_refused_total",
+                                                "Requests refused back to the gateway, by reason.", overloaded);
     m->workers_alive = metrics_gauge_new(reg, "workers_alive", "Workers heard from in the last 3 s.", NULL);
     m->requests_in_flight = metrics_gauge_new(reg, "requests_in_flight", "Requests routed and not yet finished.", NULL);
     m->request_seconds = metrics_histogram_new(reg, "request_seconds",
@@ -305,6 +313,26 @@ static void on_heartbeat(broker *b, const envelope *env, double now)
                 beat.n_models ? beat.models[0] : "-");
 }
 
+/* A worker refused p as OVERLOADED before starting it. Sends p to another worker of its
+ * model not tried yet and returns true; returns false (the refusal goes to the
+ * gateway) when there is none, the attempts are used up, or the client cancelled. */
+static bool retry_overloaded(broker *b, pending_request *p)
+{
+    registry_worker *next;
+    if (!pending_can_retry(p) ||
+        registry_choose(&b->workers, p->model, already_tried, p, &next) != REGISTRY_CHOSEN)
+        return false;
+    registry_worker *full = registry_find(&b->workers, p->worker, p->worker_len);
+    if (full && full->in_flight > 0)
+        full->in_flight--;
+    log_msg(LOG_INFO, p->request_id, "worker %.*s overloaded, trying %.*s", (int)p->worker_len, p->worker,
+            (int)next->id_len, next->id);
+    p->worker_len = 0;
+    metrics_counter_inc(b->metrics.overload_retries);
+    dispatch(b, p);
+    return true;
+}
+
 /* A chunk or error from a worker: relay it to the gateway that asked, if the request
  * is still in flight on that worker (a late chunk from a worker already given up on
  * is dropped: the request is elsewhere by now). */
@@ -330,6 +358,12 @@ static void on_worker_reply(broker *b, const envelope *env, double now)
     if (p == NULL || !pending_on_worker(p, env->route.id[0], env->route.len[0])) {
         log_msg(LOG_DEBUG, rid, "reply for no request in flight on this worker, dropped");
         return;
+    }
+    if (is_error && ((const Citadel__Error *)env->msg)->code == CITADEL__ERROR_CODE__OVERLOADED && !p->started) {
+        if (retry_overloaded(b, p))
+            return;
+        metrics_counter_inc(b->metrics.refused_overloaded);
+        log_msg(LOG_WARN, rid, "every worker tried is overloaded, refusal passed to the gateway");
     }
     if (!p->started) {
         pending_mark_started(p);

@@ -29,6 +29,8 @@ typedef struct broker_metrics {
     metrics_counter *bad_messages;      /* unknown types, bad framing, undecodable payloads */
     metrics_counter *cancels;           /* Cancels passed on to a worker */
     metrics_counter *workers_died;      /* workers expired after 3 s of silence */
+    metrics_counter *overload_retries;  /* requests a full worker refused, sent to another */
+    metrics_counter *refused_overloaded;/* requests_refused_total{reason="overloaded"}: every worker full */
     metrics_gauge *workers_alive, *requests_in_flight;
     metrics_histogram *request_seconds; /* arrival to the last chunk or Error from a worker */
     metrics_histogram *ttft_seconds;    /* arrival to the first chunk relayed */

@@ -1,6 +1,6 @@
 /* job_queue.c - the worker's FIFO of waiting requests (see job_queue.h). A ring buffer
- * that doubles when full; removal by id shifts the later jobs up, which keeps order
- * and is cheap for the short queues a worker has. */
+ * that doubles when full; removal by id or deadline shifts the later jobs up, which
+ * keeps order and is cheap for the short queues a worker has. */
 #include "job_queue.h"
 
 #include <stdlib.h>
@@ -11,18 +11,26 @@ void job_queue_init(job_queue *q)
     memset(q, 0, sizeof *q);
 }
 
-void job_queue_free(job_queue *q)
+void job_free(job *j)
 {
-    for (int i = 0; i < q->n; i++)
-        free(q->items[(q->head + i) % q->cap].payload);
-    free(q->items);
-    memset(q, 0, sizeof *q);
+    free(j->payload);
+    free(j->prompt_ids);
+    j->payload = NULL;
+    j->prompt_ids = NULL;
 }
 
 /* The i-th waiting job, 0 the oldest. */
 static job *at(const job_queue *q, int i)
 {
     return &q->items[(q->head + i) % q->cap];
+}
+
+void job_queue_free(job_queue *q)
+{
+    for (int i = 0; i < q->n; i++)
+        job_free(at(q, i));
+    free(q->items);
+    memset(q, 0, sizeof *q);
 }
 
 /* Makes room for one more, unrolling the ring into a bigger array. */
@@ -43,34 +51,49 @@ static int grow(job_queue *q)
     return 0;
 }
 
-int job_queue_push(job_queue *q, const char *request_id, const void *payload, size_t len)
+int job_queue_push(job_queue *q, const job *j)
 {
-    size_t id_len = strlen(request_id);
-    if (id_len == 0 || id_len >= JOB_ID_MAX || q->n >= JOB_QUEUE_MAX)
+    size_t id_len = strnlen(j->request_id, JOB_ID_MAX);
+    if (id_len == 0 || id_len == JOB_ID_MAX || q->n >= JOB_QUEUE_MAX || grow(q))
         return -1;
-    uint8_t *copy = malloc(len ? len : 1);
-    if (copy == NULL || grow(q)) {
-        free(copy);
-        return -1;
-    }
-    if (len)
-        memcpy(copy, payload, len);
-    job *j = at(q, q->n);
-    memcpy(j->request_id, request_id, id_len + 1);
-    j->payload = copy;
-    j->payload_len = len;
+    *at(q, q->n) = *j;
     q->n++;
+    q->n_tokens += j->n_prompt;
     return 0;
+}
+
+/* Takes out the i-th job into *out, the later ones moving up. */
+static void take(job_queue *q, int i, job *out)
+{
+    *out = *at(q, i);
+    q->n_tokens -= out->n_prompt;
+    if (i == 0) {
+        q->head = (q->head + 1) % q->cap;
+    } else {
+        for (; i + 1 < q->n; i++)
+            *at(q, i) = *at(q, i + 1);
+    }
+    q->n--;
 }
 
 bool job_queue_pop(job_queue *q, job *out)
 {
     if (q->n == 0)
         return false;
-    *out = *at(q, 0);
-    q->head = (q->head + 1) % q->cap;
-    q->n--;
+    take(q, 0, out);
     return true;
+}
+
+bool job_queue_pop_expired(job_queue *q, int64_t now_unix_ms, job *out)
+{
+    for (int i = 0; i < q->n; i++) {
+        int64_t d = at(q, i)->deadline_unix_ms;
+        if (d > 0 && d <= now_unix_ms) {
+            take(q, i, out);
+            return true;
+        }
+    }
+    return false;
 }
 
 static int index_of(const job_queue *q, const char *request_id)
@@ -91,9 +114,16 @@ bool job_queue_remove(job_queue *q, const char *request_id)
     int i = index_of(q, request_id);
     if (i < 0)
         return false;
-    free(at(q, i)->payload);
-    for (; i + 1 < q->n; i++)
-        *at(q, i) = *at(q, i + 1);
-    q->n--;
+    job j;
+    take(q, i, &j);
+    job_free(&j);
     return true;
+}
+
+long long job_queue_tokens_after(const job_queue *q, int skip)
+{
+    long long sum = 0;
+    for (int i = skip < 0 ? 0 : skip; i < q->n; i++)
+        sum += at(q, i)->n_prompt;
+    return sum;
 }

@@ -11,6 +11,9 @@
  *   worker_ctx         context positions per request (0: min(2048, training context))
  *   worker_max_seqs    requests generated together, continuous batching (8)
  *   worker_step_tokens tokens per batch step: decodes, then prompt chunks (256)
+ *   worker_max_queued_requests  requests that may wait for a batch slot (256); beyond:
+ *                      Error OVERLOADED (the gateway's 503 with Retry-After)
+ *   worker_max_queued_tokens    prompt tokens those may hold in all (0: no bound; 65536)
  *   worker_admin_port  /metrics /healthz /readyz (9110)
  *   worker_drain_seconds  time the running requests get on SIGTERM (30)
  */
@@ -38,6 +41,10 @@ static const config_setting settings[] = {
     {"worker_max_seqs", CONFIG_INT, "8", "requests generated together (continuous batching)", .min = 1, .max = 256},
     {"worker_step_tokens", CONFIG_INT, "256", "tokens per batch step: decodes, then prompt chunks", .min = 1,
      .max = 8192},
+    {"worker_max_queued_requests", CONFIG_INT, "256", "requests that may wait for a batch slot (beyond: overloaded)",
+     .min = 1, .max = JOB_QUEUE_MAX},
+    {"worker_max_queued_tokens", CONFIG_INT, "65536",
+     "prompt tokens the waiting requests may hold (0 = no bound; beyond: overloaded)", .min = 0, .max = 1LL << 40},
     {"worker_admin_port", CONFIG_INT, "9110", "admin HTTP port: /metrics /healthz /readyz", .min = 1, .max = 65535},
     {"worker_drain_seconds", CONFIG_DURATION, "30", "time the running requests get on SIGTERM", .min = 0},
 };
@@ -46,7 +53,8 @@ static const config_setting settings[] = {
 typedef struct worker_config {
     const char *model_path, *router;
     char model_name[256], worker_id[128];
-    int threads, n_ctx, admin_port, max_seqs, step_tokens;
+    int threads, n_ctx, admin_port, max_seqs, step_tokens, max_queued_requests;
+    long long max_queued_tokens;
     double drain_seconds;
 } worker_config;
 
@@ -68,6 +76,8 @@ static void read_config(const config *cfg, worker_config *c)
     c->n_ctx = (int)config_int(cfg, "worker_ctx");
     c->max_seqs = (int)config_int(cfg, "worker_max_seqs");
     c->step_tokens = (int)config_int(cfg, "worker_step_tokens");
+    c->max_queued_requests = (int)config_int(cfg, "worker_max_queued_requests");
+    c->max_queued_tokens = config_int(cfg, "worker_max_queued_tokens");
     c->admin_port = (int)config_int(cfg, "worker_admin_port");
     c->drain_seconds = config_duration(cfg, "worker_drain_seconds");
     const char *name = config_string(cfg, "worker_model_name");
@@ -128,7 +138,10 @@ static void serve(server *s, const worker_config *c, admin_server *admin)
     }
 }
 
-static engine_model *open_model(const worker_config *c)
+/* Loads the model and settles the context each request gets (worker_ctx 0: the
+ * engine's default, min(2048, the training context)), which admission checks
+ * prompts against. */
+static engine_model *open_model(worker_config *c)
 {
     char err[512];
     engine_model *m;
@@ -136,6 +149,9 @@ static engine_model *open_model(const worker_config *c)
         log_msg(LOG_ERROR, "", "cannot load model %s: %s", c->model_path, err);
         return NULL;
     }
+    int train = engine_model_get_info(m).n_ctx_train;
+    if (c->n_ctx == 0)
+        c->n_ctx = train < 2048 ? train : 2048;
     return m;
 }
 
@@ -166,6 +182,9 @@ int main(int argc, char **argv)
     void *sock = batch ? connect_dealer(ctx, &c) : NULL;
     int rc = 1;
     if (sock && server_init(&the_server, sock, m, batch, c.max_seqs, c.model_name, c.worker_id, reg) == 0) {
+        server_set_admission(&the_server, &(admission_limits){.max_queued_requests = c.max_queued_requests,
+                                                              .max_queued_tokens = c.max_queued_tokens,
+                                                              .n_ctx = c.n_ctx});
         admin_set_ready(admin, true);
         log_msg(LOG_INFO, "", "worker %s up: model %s (%s), router %s, admin :%d", c.worker_id, c.model_name,
                 c.model_path, c.router, c.admin_port);

@@ -20,6 +20,40 @@ double server_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Wall-clock milliseconds, the unit of GenerateRequest.deadline_unix_ms. */
+static int64_t unix_ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *server_refused_reason(enum server_refused r)
+{
+    static const char *const names[SERVER_REFUSED_N] = {
+        [SERVER_REFUSED_PROMPT_TOO_LONG] = "prompt_too_long", [SERVER_REFUSED_QUEUE_REQUESTS] = "queue_full_requests",
+        [SERVER_REFUSED_QUEUE_TOKENS] = "queue_full_tokens", [SERVER_REFUSED_DEADLINE] = "deadline_exceeded",
+        [SERVER_REFUSED_INVALID] = "invalid_request", [SERVER_REFUSED_UNKNOWN_MODEL] = "unknown_model",
+        [SERVER_REFUSED_SHUTTING_DOWN] = "shutting_down"};
+    return (unsigned)r < SERVER_REFUSED_N ? names[r] : "unknown";
+}
+
+/* The admission metrics: refusals by reason, deadline endings, queue time and size. */
+static void register_admission_metrics(server_metrics *m, metrics_registry *reg)
+{
+    for (int r = 0; r < SERVER_REFUSED_N; r++) {
+        const char *labels[] = {"reason", server_refused_reason((enum server_refused)r), NULL};
+        m->refused[r] = metrics_counter_new(reg, "requests_refused_total",
+                                            "Requests answered with an Error without running, by reason.", labels);
+    }
+    static const char *const deadline[] = {"outcome", "deadline", NULL};
+    m->requests_deadline = metrics_counter_new(reg, "requests_total", "Requests ended, by outcome.", deadline);
+    m->waiting_tokens = metrics_gauge_new(reg, "queue_prompt_tokens", "Prompt tokens of the requests waiting.", NULL);
+    m->queue_seconds = metrics_histogram_new(reg, "queue_seconds",
+                                             "Time from a request's arrival to its admission into the batch.", NULL,
+                                             NULL, 0);
+}
+
 static void register_metrics(server_metrics *m, metrics_registry *reg)
 {
     static const char *const done[] = {"outcome", "done", NULL}, *const failed[] = {"outcome", "failed", NULL},
@@ -39,12 +73,14 @@ static void register_metrics(server_metrics *m, metrics_registry *reg)
     m->running_requests = metrics_gauge_new(reg, "running_requests", "Requests in the batch.", NULL);
     m->queue_depth = metrics_gauge_new(reg, "queue_depth", "Requests waiting for a batch slot.", NULL);
     m->ttft_seconds = metrics_histogram_new(reg, "ttft_seconds",
-                                            "Time from admission into the batch to the first token.", NULL, NULL, 0);
+                                            "Time from a request's arrival to its first token (queue time included).",
+                                            NULL, NULL, 0);
     m->itl_seconds = metrics_histogram_new(reg, "itl_seconds", "Time between two tokens of one request.", NULL,
                                            NULL, 0);
     static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     m->batch_size = metrics_histogram_new(reg, "batch_size", "Requests in the batch, observed at every step.",
                                           NULL, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
+    register_admission_metrics(m, reg);
 }
 
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
@@ -60,6 +96,7 @@ int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int
     s->worker_id = worker_id;
     s->heartbeat_interval = 1.0;
     job_queue_init(&s->queue);
+    s->limits = (admission_limits){.max_queued_requests = JOB_QUEUE_MAX, .max_queued_tokens = 0, .n_ctx = 1 << 30};
     register_metrics(&s->metrics, reg);
     if (s->active == NULL || shutdown_drain_init(&s->drain)) {
         free(s->active);
@@ -69,6 +106,8 @@ int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int
     }
     return 0;
 }
+
+void server_set_admission(server *s, const admission_limits *limits) { s->limits = *limits; }
 
 void server_free(server *s)
 {
@@ -101,6 +140,16 @@ static void update_gauges(server *s)
     metrics_gauge_set(s->metrics.busy, s->busy ? 1 : 0);
     metrics_gauge_set(s->metrics.running_requests, s->n_active);
     metrics_gauge_set(s->metrics.queue_depth, job_queue_len(&s->queue));
+    metrics_gauge_set(s->metrics.waiting_tokens, (double)job_queue_tokens(&s->queue));
+}
+
+/* Answers a request that will never run with an Error, logged and counted by reason. */
+static void refuse(server *s, const char *request_id, enum server_refused why, Citadel__ErrorCode code,
+                   const char *message)
+{
+    metrics_counter_inc(s->metrics.refused[why]);
+    envelope_reply_error(s->sock, NULL, request_id, code, "worker", message, NULL, 0);
+    log_msg(LOG_WARN, request_id, "refused (%s): %s", server_refused_reason(why), message);
 }
 
 /* The last chunk of a request that never ran (cancelled while queued). */
@@ -132,6 +181,54 @@ void server_heartbeat_if_due(server *s, double now)
     send_proto(s, &hb.base);
 }
 
+/* Checks a request at the door and fills *j for the queue: parameters, prompt tokens
+ * against the context, deadline, queue bounds. Returns 0, or -1 after refusing it. */
+static int prepare_job(server *s, const Citadel__GenerateRequest *req, job *j)
+{
+    char err[512];
+    engine_gen_params params;
+    if (strlen(req->request_id) >= sizeof j->request_id) {
+        refuse(s, "", SERVER_REFUSED_INVALID, CITADEL__ERROR_CODE__INVALID_ARGUMENT, "request_id too long");
+        return -1;
+    }
+    if (request_gen_params(req, 0, &params, err, sizeof err) ||
+        (j->prompt_ids = request_prompt_ids(s->model, req, &j->n_prompt, err, sizeof err)) == NULL) {
+        refuse(s, req->request_id, SERVER_REFUSED_INVALID, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
+        return -1;
+    }
+    int64_t now_ms = unix_ms_now();
+    if (req->deadline_unix_ms > 0 && req->deadline_unix_ms <= now_ms) {
+        snprintf(err, sizeof err, "the request's deadline passed %lld ms before it reached the worker",
+                 (long long)(now_ms - req->deadline_unix_ms));
+        refuse(s, req->request_id, SERVER_REFUSED_DEADLINE, CITADEL__ERROR_CODE__DEADLINE_EXCEEDED, err);
+        return -1;
+    }
+    enum admission_verdict v = admission_check(&s->limits, &s->queue, s->max_seqs - s->n_active, j->n_prompt, err,
+                                               sizeof err);
+    if (v == ADMISSION_PROMPT_TOO_LONG) {
+        refuse(s, req->request_id, SERVER_REFUSED_PROMPT_TOO_LONG, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
+        return -1;
+    }
+    if (v != ADMISSION_ACCEPT) {
+        refuse(s, req->request_id, v == ADMISSION_QUEUE_TOKENS ? SERVER_REFUSED_QUEUE_TOKENS
+                                                               : SERVER_REFUSED_QUEUE_REQUESTS,
+               CITADEL__ERROR_CODE__OVERLOADED, err);
+        return -1;
+    }
+    /* The queue keeps the packed request until its turn. */
+    snprintf(j->request_id, sizeof j->request_id, "%s", req->request_id);
+    j->payload_len = protobuf_c_message_get_packed_size(&req->base);
+    j->payload = malloc(j->payload_len ? j->payload_len : 1);
+    if (j->payload == NULL) {
+        refuse(s, req->request_id, SERVER_REFUSED_QUEUE_REQUESTS, CITADEL__ERROR_CODE__OVERLOADED, "out of memory");
+        return -1;
+    }
+    protobuf_c_message_pack(&req->base, j->payload);
+    j->deadline_unix_ms = req->deadline_unix_ms;
+    j->enqueued_at = server_now();
+    return 0;
+}
+
 static void on_request(server *s, const Citadel__GenerateRequest *req)
 {
     if (req->request_id[0] == '\0') {
@@ -140,28 +237,29 @@ static void on_request(server *s, const Citadel__GenerateRequest *req)
         return;
     }
     if (s->draining || !shutdown_drain_enter(&s->drain)) {
-        send_error(s, req->request_id, CITADEL__ERROR_CODE__UNAVAILABLE, "worker is shutting down");
+        refuse(s, req->request_id, SERVER_REFUSED_SHUTTING_DOWN, CITADEL__ERROR_CODE__UNAVAILABLE,
+               "worker is shutting down");
         return;
     }
     if (strcmp(req->model, s->model_name) != 0) {
         char msg[300];
         snprintf(msg, sizeof msg, "this worker serves %s, not %.128s", s->model_name, req->model);
-        send_error(s, req->request_id, CITADEL__ERROR_CODE__NOT_FOUND, msg);
+        refuse(s, req->request_id, SERVER_REFUSED_UNKNOWN_MODEL, CITADEL__ERROR_CODE__NOT_FOUND, msg);
         request_ended(s);
         return;
     }
-    /* The queue keeps the packed request until its turn. */
-    size_t len = protobuf_c_message_get_packed_size(&req->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf)
-        protobuf_c_message_pack(&req->base, buf);
-    if (buf == NULL || job_queue_push(&s->queue, req->request_id, buf, len)) {
-        send_error(s, req->request_id, CITADEL__ERROR_CODE__RESOURCE_EXHAUSTED, "worker queue full");
-        request_ended(s);
-    } else {
-        log_msg(LOG_DEBUG, req->request_id, "queued (%d waiting)", job_queue_len(&s->queue));
+    job j = {0};
+    if (prepare_job(s, req, &j) == 0) {
+        if (job_queue_push(&s->queue, &j) == 0) {
+            log_msg(LOG_DEBUG, req->request_id, "queued (%d waiting, %d prompt tokens)", job_queue_len(&s->queue),
+                    j.n_prompt);
+            return;
+        }
+        refuse(s, req->request_id, SERVER_REFUSED_QUEUE_REQUESTS, CITADEL__ERROR_CODE__OVERLOADED,
+               "worker overloaded: its queue is full");
     }
-    free(buf);
+    job_free(&j);
+    request_ended(s);
 }
 
 static void on_cancel(server *s, const Citadel__Cancel *c)
@@ -227,8 +325,9 @@ void server_begin_drain(server *s, double deadline)
     s->drain_deadline = deadline;
     job j;
     while (job_queue_pop(&s->queue, &j)) {
-        send_error(s, j.request_id, CITADEL__ERROR_CODE__UNAVAILABLE, "worker is shutting down");
-        free(j.payload);
+        refuse(s, j.request_id, SERVER_REFUSED_SHUTTING_DOWN, CITADEL__ERROR_CODE__UNAVAILABLE,
+               "worker is shutting down");
+        job_free(&j);
         request_ended(s);
     }
     s->next_heartbeat = 0;   /* tell the router at once */
@@ -301,7 +400,7 @@ static bool on_token(const engine_token_event *ev, void *user)
         if (a->last_token_at > 0)
             metrics_histogram_observe(m->itl_seconds, now - a->last_token_at);
         else
-            metrics_histogram_observe(m->ttft_seconds, now - a->admitted_at);
+            metrics_histogram_observe(m->ttft_seconds, now - a->arrived_at);
         a->last_token_at = now;
     }
     return true;   /* cancels go through engine_batch_cancel */
@@ -341,10 +440,19 @@ static void on_done(uint64_t slot, const engine_gen_result *r, void *user)
     active_request *a = user;
     server *s = a->server;
     (void)slot;
-    send_final(a, r);
+    if (a->deadline_passed) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request's deadline passed while it was generating (after %d tokens)",
+                 r->n_generated);
+        send_error(s, a->request_id, CITADEL__ERROR_CODE__DEADLINE_EXCEEDED, msg);
+    } else {
+        send_final(a, r);
+    }
     metrics_counter_add(s->metrics.prompt_tokens, r->n_prompt);
     metrics_counter_add(s->metrics.prompt_tokens_cached, r->n_cached);
-    if (r->finish == ENGINE_FINISH_CANCELLED) {
+    if (a->deadline_passed) {
+        metrics_counter_inc(s->metrics.requests_deadline);
+    } else if (r->finish == ENGINE_FINISH_CANCELLED) {
         metrics_counter_inc(s->metrics.requests_cancelled);
     } else {
         metrics_counter_inc(s->metrics.requests_done);
@@ -358,8 +466,9 @@ static void on_done(uint64_t slot, const engine_gen_result *r, void *user)
     request_ended(s);
 }
 
-/* Moves one queued request into the batch; every failure ends it with an Error. */
-static void admit(server *s, const job *j, int slot)
+/* Moves one queued request into the batch (taking over its prompt ids); every failure
+ * ends it with an Error. */
+static void admit(server *s, job *j, int slot)
 {
     char err[512];
     Citadel__GenerateRequest *req = citadel__generate_request__unpack(NULL, j->payload_len, j->payload);
@@ -368,16 +477,24 @@ static void admit(server *s, const job *j, int slot)
         request_ended(s);
         return;
     }
+    double now = server_now();
     active_request *a = &s->active[slot];
-    *a = (active_request){.used = true, .server = s, .want_logprobs = req->logprobs, .admitted_at = server_now()};
+    *a = (active_request){.used = true, .server = s, .want_logprobs = req->logprobs, .arrived_at = j->enqueued_at,
+                          .admitted_at = now, .queued_seconds = now - j->enqueued_at,
+                          .deadline_unix_ms = j->deadline_unix_ms, .prompt_ids = j->prompt_ids};
+    j->prompt_ids = NULL;
     snprintf(a->request_id, sizeof a->request_id, "%s", j->request_id);
+    metrics_histogram_observe(s->metrics.queue_seconds, a->queued_seconds);
     engine_gen_params params;
-    int n = 0;
+    int n = j->n_prompt;
     uint64_t seed = (uint64_t)time(NULL) ^ (s->n_done << 32) ^ (uint64_t)slot;
-    if (request_gen_params(req, seed, &params, err, sizeof err) ||
-        (a->prompt_ids = request_prompt_ids(s->model, req, &n, err, sizeof err)) == NULL ||
-        engine_batch_add(s->batch, (uint64_t)slot, a->prompt_ids, n, &params, on_token, on_done, a, err,
-                         sizeof err)) {
+    bool ok = request_gen_params(req, seed, &params, err, sizeof err) == 0;
+    /* max_tokens beyond what the context leaves after the prompt is clamped to it: the
+     * generation ends there with finish_reason "length". */
+    if (ok && params.max_tokens > s->limits.n_ctx - n)
+        params.max_tokens = s->limits.n_ctx - n;
+    if (!ok || engine_batch_add(s->batch, (uint64_t)slot, a->prompt_ids, n, &params, on_token, on_done, a, err,
+                                sizeof err)) {
         metrics_counter_inc(s->metrics.requests_failed);
         send_error(s, j->request_id, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
         free(a->prompt_ids);
@@ -387,6 +504,29 @@ static void admit(server *s, const job *j, int slot)
         s->n_active++;
     }
     citadel__generate_request__free_unpacked(req, NULL);
+}
+
+/* Answers every waiting request whose deadline has passed, and ends every running one
+ * past its deadline (on_done then sends the Error). */
+static void expire_deadlines(server *s)
+{
+    int64_t now_ms = unix_ms_now();
+    job j;
+    while (job_queue_pop_expired(&s->queue, now_ms, &j)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request's deadline passed while it waited in the worker's queue (%.2f s)",
+                 server_now() - j.enqueued_at);
+        refuse(s, j.request_id, SERVER_REFUSED_DEADLINE, CITADEL__ERROR_CODE__DEADLINE_EXCEEDED, msg);
+        job_free(&j);
+        request_ended(s);
+    }
+    for (int i = 0; i < s->max_seqs; i++) {
+        active_request *a = &s->active[i];
+        if (a->used && !a->deadline_passed && a->deadline_unix_ms > 0 && a->deadline_unix_ms <= now_ms) {
+            a->deadline_passed = true;
+            engine_batch_cancel(s->batch, (uint64_t)i);
+        }
+    }
 }
 
 static int free_slot(const server *s)
@@ -402,9 +542,10 @@ bool server_run_next(server *s)
     job j;
     int slot;
     bool admitted = false;
+    expire_deadlines(s);
     while (!s->draining && (slot = free_slot(s)) >= 0 && job_queue_pop(&s->queue, &j)) {
         admit(s, &j, slot);
-        free(j.payload);
+        job_free(&j);
         admitted = true;
     }
     if (s->draining && server_now() > s->drain_deadline)

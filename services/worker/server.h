@@ -5,9 +5,12 @@
  * alternates: read the socket (queue requests, apply Cancels, heartbeat), admit queued
  * requests into the batch while it has room, run one batch step (one token for every
  * generating request, prompt chunks for the others). Requests beyond max_seqs wait in
- * arrival order. A Cancel for a running request ends it at the next step; for a queued
- * one it removes it. Each request ends with exactly one last message: a chunk carrying
- * finish_reason ("stop", "length", "cancelled") and usage, or an Error.
+ * arrival order, within the bounds admission.h sets (beyond them a request is refused
+ * with OVERLOADED); a request whose deadline passes while it waits is answered with
+ * DEADLINE_EXCEEDED, and one whose deadline passes while it runs is ended the same way.
+ * A Cancel for a running request ends it at the next step; for a queued one it removes
+ * it. Each request ends with exactly one last message: a chunk carrying finish_reason
+ * ("stop", "length", "cancelled") and usage, or an Error.
  */
 #ifndef CITADEL_WORKER_SERVER_H
 #define CITADEL_WORKER_SERVER_H
@@ -15,10 +18,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "admission.h"
 #include "engine.h"
 #include "job_queue.h"
 #include "metrics.h"
 #include "shutdown.h"
+
+/* Why a request was refused without ever running; each is logged and counted in
+ * citadel_worker_requests_refused_total{reason} under server_refused_reason(). */
+enum server_refused {
+    SERVER_REFUSED_PROMPT_TOO_LONG,   /* 400: the prompt leaves no room in the context */
+    SERVER_REFUSED_QUEUE_REQUESTS,    /* overloaded: max_queued_requests */
+    SERVER_REFUSED_QUEUE_TOKENS,      /* overloaded: max_queued_tokens */
+    SERVER_REFUSED_DEADLINE,          /* 504: its deadline passed before it could start */
+    SERVER_REFUSED_INVALID,           /* 400: bad parameters, untokenizable prompt */
+    SERVER_REFUSED_UNKNOWN_MODEL,     /* 404 */
+    SERVER_REFUSED_SHUTTING_DOWN,     /* 503: draining */
+    SERVER_REFUSED_N
+};
+const char *server_refused_reason(enum server_refused r);
 
 /* The worker's metrics (citadel_worker_*); any handle may be NULL. */
 typedef struct server_metrics {
@@ -30,6 +48,11 @@ typedef struct server_metrics {
     metrics_histogram *ttft_seconds;   /* admission into the batch to the first token */
     metrics_histogram *itl_seconds;    /* between two tokens of one request */
     metrics_histogram *batch_size;     /* requests in the batch, once per step */
+    /* Admission (admission.h) and deadlines: */
+    metrics_counter *refused[SERVER_REFUSED_N];   /* requests_refused_total{reason} */
+    metrics_counter *requests_deadline;           /* requests_total{outcome="deadline"}: ended running */
+    metrics_gauge *waiting_tokens;                /* prompt tokens of the waiting requests */
+    metrics_histogram *queue_seconds;             /* arrival to admission into the batch */
 } server_metrics;
 
 /* A request in the batch; its index is the id the engine batch knows it by. */
@@ -40,7 +63,10 @@ typedef struct active_request {
     bool want_logprobs;
     size_t text_sent;           /* bytes of text streamed so far */
     double queued_seconds;
+    double arrived_at;          /* monotonic seconds: when it reached the worker */
     double admitted_at;         /* monotonic seconds */
+    int64_t deadline_unix_ms;   /* 0: none; past it the request is ended with DEADLINE_EXCEEDED */
+    bool deadline_passed;       /* cancelled for its deadline: ends with an Error, not a chunk */
     double last_token_at;       /* 0 until the first token */
     int32_t *prompt_ids;
 } active_request;
@@ -55,6 +81,7 @@ typedef struct server {
     const char *model_name;     /* what the worker announces and requests name */
     const char *worker_id;
     job_queue queue;
+    admission_limits limits;    /* the door: queue bounds and context (server_set_admission) */
     server_metrics metrics;
     shutdown_drain drain;       /* one unit per request accepted and not yet ended */
     uint64_t n_done;            /* requests finished so far (varies the seeds) */
@@ -70,6 +97,11 @@ typedef struct server {
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
                 const char *model_name, const char *worker_id, metrics_registry *reg);
 void server_free(server *s);
+
+/* Sets the queue bounds and the context each request has (admission.h). Until called,
+ * up to JOB_QUEUE_MAX requests may wait, with no token bound, and the context is
+ * taken as unbounded (the engine still refuses prompts that do not fit). */
+void server_set_admission(server *s, const admission_limits *limits);
 
 /* Sends a heartbeat now if one is due. */
 void server_heartbeat_if_due(server *s, double now);
