@@ -14,8 +14,8 @@
 #     the context is clamped (finish_reason "length", prompt + completion = context);
 #   - the request metrics (queue time, TTFT, inter-token latency, token counters,
 #     running and waiting gauges, batch size) are present and moving.
-# Bursts reach the workers together because the workers are SIGSTOPped while they are
-# sent (for ~1 s: the router declares a worker dead after 3 s of silence).
+# Bursts reach the workers together because the workers are SIGSTOPped until the router
+# has routed them all (2.5 s at most: the router declares a worker dead after 3 s).
 # Usage: tests/integration/admission_test.sh [BUILD_DIR]   (run from the repository root)
 set -u
 BUILD=${1:-${BUILD:-build}}
@@ -84,17 +84,21 @@ done
 if [ $i -lt 150 ]; then ok "fleet up: 3 workers, models $M"
 else fail "fleet not up: models '${M:-}'"; tail -n 20 "$TMP"/*.log; echo "$passed passed, $failed failed"; exit 1; fi
 
-# burst N TAG MAX_TOKENS: N chat requests while both $NAME workers are stopped, 0.1 s
-# apart so that they reach the router in order; the workers resume once all are sent.
+# burst N TAG MAX_TOKENS: N chat requests while both $NAME workers are stopped; the
+# workers resume once the router has routed all N (2.5 s at most: it declares a worker
+# dead after 3 s of silence), so the N reach them together.
 burst() {
+    routed0=$(metric $RADMIN citadel_router_requests_routed_total)
     kill -STOP "$W0" "$W1"
     BPIDS=""
     for k in $(seq 1 "$1"); do
         post /v1/chat/completions "$(chat "Tell me story number $k" "$3")" "$TMP/$2$k" &
         BPIDS="$BPIDS $!"
-        sleep 0.1
     done
-    sleep 0.4
+    j=0
+    while [ "$(metric $RADMIN citadel_router_requests_routed_total)" -lt $((routed0 + $1)) ] && [ $j -lt 25 ]; do
+        sleep 0.1; j=$((j + 1))
+    done
     kill -CONT "$W0" "$W1"
     wait $BPIDS
 }
