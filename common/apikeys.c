@@ -354,51 +354,57 @@ static int check_attributes(const apikey *k, char *err, size_t errsz)
     return 0;
 }
 
-int apikeys_create(apikey_store *st, const apikey *tmpl, char key_out[APIKEY_LEN + 1],
-                   apikey *made, char *err, size_t errsz)
+/* apikeys_create's work, with the writers' lock already held. */
+static int create_locked(apikey_store *st, const apikey *tmpl, char key_out[APIKEY_LEN + 1], apikey *made,
+                         char *err, size_t errsz)
 {
-    if (check_attributes(tmpl, err, errsz) != 0) return -1;
-    int lock = lock_store(st->path, err, errsz);
-    if (lock < 0) return -1;
-    int rc = -1;
     char warn[256];
     if (apikeys_load(st, st->path, warn, sizeof warn) != 0) {
         snprintf(err, errsz, "%s", warn);
-        goto out;
+        return -1;
     }
     apikey k = *tmpl;
     if (k.key_id[0] == '\0') {
         uint8_t raw[6];
+        char hex[13];
         if (RAND_bytes(raw, sizeof raw) != 1) {
             snprintf(err, errsz, "random number generator failed");
-            goto out;
+            return -1;
         }
-        char hex[13];
         hex_encode(raw, sizeof raw, hex);
         snprintf(k.key_id, sizeof k.key_id, "key-%s", hex);
     }
     if (apikeys_find(st, k.key_id) != NULL) {
         snprintf(err, errsz, "a key with id '%s' exists", k.key_id);
-        goto out;
+        return -1;
     }
     if (apikeys_generate(key_out) != 0 || apikeys_hash(key_out, APIKEY_LEN, k.hash) != 0) {
         snprintf(err, errsz, "random number generator failed");
-        goto out;
+        return -1;
     }
     if (k.created == 0) k.created = (int64_t)time(NULL);
     apikey_store next = *st;
     next.keys = malloc((st->n + 1) * sizeof *next.keys);
     if (next.keys == NULL) {
         snprintf(err, errsz, "out of memory");
-        goto out;
+        return -1;
     }
     if (st->n) memcpy(next.keys, st->keys, st->n * sizeof *st->keys);
     next.keys[next.n++] = k;
-    rc = rewrite_store(&next, err, errsz);
+    int rc = rewrite_store(&next, err, errsz);
     free(next.keys);
     if (rc == 0) rc = apikeys_load(st, st->path, err, errsz);
     if (rc == 0 && made) *made = k;
-out:
+    return rc;
+}
+
+int apikeys_create(apikey_store *st, const apikey *tmpl, char key_out[APIKEY_LEN + 1],
+                   apikey *made, char *err, size_t errsz)
+{
+    if (check_attributes(tmpl, err, errsz) != 0) return -1;
+    int lock = lock_store(st->path, err, errsz);
+    if (lock < 0) return -1;
+    int rc = create_locked(st, tmpl, key_out, made, err, errsz);
     unlock_store(lock);
     if (rc != 0) OPENSSL_cleanse(key_out, APIKEY_LEN + 1);
     return rc;
@@ -465,25 +471,35 @@ int apikeys_bootstrap(apikey_store *st, const char *keys_dir, bool *created, cha
     }
     snprintf(st->path, sizeof st->path, "%s/%s", keys_dir, KEYS_DB_NAME);
     snprintf(keyfile, sizeof keyfile, "%s/%s", keys_dir, ADMIN_KEY_NAME);
+    /* Two gateways starting at once on one home must not both make a key: the check
+     * and the creation are one step under the writers' lock. */
+    int lock = lock_store(st->path, err, errsz);
+    if (lock < 0) return -1;
     char warn[256] = "";
-    if (apikeys_load(st, st->path, warn, sizeof warn) != 0) {
-        snprintf(err, errsz, "%s", warn);
-        return -1;
+    int rc = apikeys_load(st, st->path, warn, sizeof warn);
+    if (rc != 0) snprintf(err, errsz, "%s", warn);
+    if (rc != 0 || has_live_admin(st, time(NULL))) {
+        unlock_store(lock);
+        return rc;
     }
-    if (has_live_admin(st, time(NULL))) return 0;
-
     apikey tmpl = {.roles = "admin"};
     snprintf(tmpl.key_id, sizeof tmpl.key_id, "admin");
     for (int n = 2; apikeys_find(st, tmpl.key_id) != NULL && n < 1000; n++)
         snprintf(tmpl.key_id, sizeof tmpl.key_id, "admin-%d", n);
     char key[APIKEY_LEN + 2];
-    if (apikeys_create(st, &tmpl, key, NULL, err, errsz) != 0) return -1;
+    rc = create_locked(st, &tmpl, key, NULL, err, errsz);
+    if (rc != 0) {
+        unlock_store(lock);
+        OPENSSL_cleanse(key, sizeof key);
+        return -1;
+    }
     /* A stale admin.key from a revoked or lost admin key is useless: replace it. */
     unlink(keyfile);
     key[APIKEY_LEN] = '\n';
     key[APIKEY_LEN + 1] = '\0';
-    int rc = write_new_private_file(keyfile, key, err, errsz);
+    rc = write_new_private_file(keyfile, key, err, errsz);
     OPENSSL_cleanse(key, sizeof key);
+    unlock_store(lock);
     if (rc == 0) *created = true;
     else apikeys_revoke(st, tmpl.key_id, time(NULL), warn, sizeof warn);  /* nobody holds it */
     return rc;

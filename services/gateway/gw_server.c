@@ -34,6 +34,7 @@
 #include "gw_log.h"
 
 typedef struct gw_conn gw_conn;
+typedef struct gw_waiting gw_waiting;
 
 struct gw_server {
     struct event_base *base;
@@ -46,6 +47,7 @@ struct gw_server {
     bool accepting;            /* false once draining: never re-enable the listener */
     bool listener_paused;      /* paused by the connection cap */
     gw_conn *conns;            /* every live connection, to detach them on free */
+    gw_waiting *waiting;       /* generations waiting for the rate limiter (Redis) */
     gw_server_stats stats;
 };
 
@@ -76,6 +78,19 @@ typedef struct gw_call {
     bool first_token_seen;
 } gw_call;
 
+/* A generation whose rate-limit answer is still to come from Redis (a few ms at most:
+ * the limiter answers locally after its timeout). evhttp does not read a connection
+ * while its request is being answered, so the request stays valid until we reply. */
+struct gw_waiting {
+    gw_server *srv;
+    struct evhttp_request *req;
+    enum gw_kind kind;
+    gw_principal who;
+    char request_id[40];
+    gw_ratelimit_ticket *ticket;
+    gw_waiting *prev, *next;
+};
+
 static int ssl_conn_index = -1;
 
 static double seconds_since(const struct timespec *t0)
@@ -100,11 +115,13 @@ static const char *reason_phrase(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 201: return "Created";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
     case 503: return "Service Unavailable";
@@ -341,6 +358,8 @@ static void call_detach(gw_call *c)
 /* The call is over: count it and free it. */
 static void call_end(gw_call *c, int status)
 {
+    if (c->srv) gw_ratelimit_charge(c->srv->access->limits, &c->who,
+                                    c->usage.prompt_tokens + c->usage.completion_tokens);
     gw_metric_request(status, seconds_since(&c->started));
     gw_log(GW_LOG_INFO, c->request_id, "request done: status %d, %lld completion tokens, %.3f s",
            status, (long long)c->usage.completion_tokens, seconds_since(&c->started));
@@ -565,6 +584,68 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
            c->who.key_id, c->body.model, c->body.stream ? "true" : "false");
 }
 
+/* The limiter's answer for a generation: its x-ratelimit-* headers on whatever is sent,
+ * then 429 or the generation itself. */
+static void admission_decided(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
+                              const gw_principal *who, const char *request_id, const gw_rate_decision *d)
+{
+    gw_header h[6];
+    char buf[256];
+    size_t n = gw_ratelimit_headers(d, h, buf, sizeof buf);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    for (size_t i = 0; i < n; i++) evhttp_add_header(out, h[i].name, h[i].value);
+    if (d->allowed) {
+        handle_generate(s, req, kind, who, request_id);
+        return;
+    }
+    gw_error e;
+    gw_metric_error("rate_limited");
+    gw_log(GW_LOG_INFO, request_id, "rate limited: key_id=%s %s per minute (%s)", who->key_id, d->exceeded,
+           d->shared ? "shared" : "local");
+    reject(req, gw_error_set(&e, 429, d->exceeded, NULL, "rate_limit_exceeded",
+                             "rate limit reached for %s per minute (limit %lld); retry after %d s",
+                             d->exceeded, (long long)(strcmp(d->exceeded, "tokens") == 0 ? d->limit_tokens : d->limit_requests),
+                             d->reset_seconds), request_id, false);
+}
+
+static void waiting_unlink(gw_waiting *w)
+{
+    if (w->prev) w->prev->next = w->next;
+    else w->srv->waiting = w->next;
+    if (w->next) w->next->prev = w->prev;
+}
+
+static void on_admission(const gw_rate_decision *d, void *arg)
+{
+    gw_waiting *w = arg;
+    waiting_unlink(w);
+    admission_decided(w->srv, w->req, w->kind, &w->who, w->request_id, d);
+    free(w);
+}
+
+/* Asks the rate limiter about a generation; goes on in admission_decided. */
+static void admit_generation(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
+                             const gw_principal *who, const char *request_id)
+{
+    gw_error e;
+    gw_rate_decision d;
+    gw_waiting *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        reject(req, gw_error_set(&e, 503, "server_error", NULL, NULL, "out of memory"), request_id, false);
+        return;
+    }
+    *w = (gw_waiting){.srv = s, .req = req, .kind = kind, .who = *who};
+    snprintf(w->request_id, sizeof w->request_id, "%s", request_id);
+    if (gw_ratelimit_admit(s->access->limits, who, &d, on_admission, w, &w->ticket) == 1) {
+        free(w);
+        admission_decided(s, req, kind, who, request_id, &d);
+        return;
+    }
+    w->next = s->waiting;
+    if (s->waiting) s->waiting->prev = w;
+    s->waiting = w;
+}
+
 /* /v1/models: the router's models (or the configured ones), only those the caller's
  * key may use. */
 static void handle_models(gw_server *s, struct evhttp_request *req, const gw_principal *who)
@@ -671,9 +752,9 @@ static void handle_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(path, "/v1/chat/completions") == 0)
-        handle_generate(s, req, GW_KIND_CHAT, &who, request_id);
+        admit_generation(s, req, GW_KIND_CHAT, &who, request_id);
     else if (strcmp(path, "/v1/completions") == 0)
-        handle_generate(s, req, GW_KIND_COMPLETION, &who, request_id);
+        admit_generation(s, req, GW_KIND_COMPLETION, &who, request_id);
     else if (strcmp(path, "/v1/models") == 0)
         handle_models(s, req, &who);
     else if (strncmp(path, "/admin/keys", 11) == 0)
@@ -743,6 +824,11 @@ void gw_server_free(gw_server *s)
     /* Connections may be finalised after the server is gone: cut them loose first. */
     for (gw_conn *c = s->conns; c != NULL; c = c->next) c->srv = NULL;
     s->conns = NULL;
+    for (gw_waiting *w = s->waiting, *next; w != NULL; w = next) {
+        next = w->next;
+        gw_ratelimit_cancel(w->ticket);
+        free(w);
+    }
     evhttp_free(s->http);
     free(s);
 }

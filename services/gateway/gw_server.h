@@ -7,7 +7,8 @@
  * /admin/keys (gw_admin_keys.h), GET /health (open). Every other request is matched to
  * a route of the policy (gw_policy.h), authenticated (gw_auth.h) and allowed only when
  * one of the caller's roles grants the route's permission; a generation must also name
- * a model the caller's key allows. Everything that goes wrong becomes an OpenAI-shaped
+ * a model the caller's key allows, and pass the caller's rate limits (gw_ratelimit.h:
+ * 429 with Retry-After; x-ratelimit-* headers on every generation). Everything that goes wrong becomes an OpenAI-shaped
  * error body, is logged and counted.
  *
  * Limits: header bytes and body bytes (evhttp refuses larger ones itself, 400/413),
@@ -27,6 +28,7 @@
 
 #include "gw_auth.h"
 #include "gw_policy.h"
+#include "gw_ratelimit.h"
 #include "gw_upstream.h"
 
 typedef struct gw_server gw_server;
@@ -49,11 +51,12 @@ typedef struct gw_server_stats {
     unsigned long requests_in_flight;
 } gw_server_stats;
 
-/* What decides who may do what: authentication, the role policy (and, later, limits).
+/* What decides who may do what: authentication, the role policy and the rate limits.
  * main.c owns it; the server and the gRPC endpoint share it. */
 typedef struct gw_access {
     gw_auth auth;
     gw_policy policy;
+    gw_ratelimit *limits;
 } gw_access;
 
 /* Binds and starts serving on base. ssl_ctx, access and up must outlive the server.

@@ -5,6 +5,7 @@
  * Every setting has a default, an environment variable and a --name=value flag;
  * --help lists them. The modules: gw_tls (certificates), gw_auth and common/apikeys
  * (who is calling), gw_policy (what roles may do), gw_admin_keys (/admin/keys),
+ * gw_ratelimit (requests and tokens per minute, shared through Redis),
  * gw_upstream (ZeroMQ to the router), gw_server (HTTP), gw_openai (JSON), gw_log.
  */
 #include <errno.h>
@@ -51,6 +52,9 @@ static setting settings[] = {
     {"policy", "CITADEL_GATEWAY_POLICY", "", "role/route policy file (see README); empty: the built-in policy", NULL},
     {"default-rpm", "CITADEL_GATEWAY_DEFAULT_RPM", "0", "requests/min for keys that set none (0: unlimited)", NULL},
     {"default-tpm", "CITADEL_GATEWAY_DEFAULT_TPM", "0", "tokens/min for keys that set none (0: unlimited)", NULL},
+    {"redis", "CITADEL_GATEWAY_REDIS", "", "Redis host:port shared by the replicas for rate limits; empty: local limits only", NULL},
+    {"redis-timeout-ms", "CITADEL_GATEWAY_REDIS_TIMEOUT_MS", "100", "no answer from Redis within this -> decide locally", NULL},
+    {"replicas", "CITADEL_GATEWAY_REPLICAS", "1", "gateway replicas; without Redis each allows limit/replicas", NULL},
     {"log-level", "CITADEL_LOG_LEVEL", "info", "debug, info, warn or error", NULL},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -219,6 +223,22 @@ static int setup_access(const char *home, gw_access *access, apikey_store *keys)
     return 0;
 }
 
+/* The rate limiter, on base (it talks to Redis from the event loop). */
+static int setup_limits(struct event_base *base, gw_access *access)
+{
+    long timeout_ms, replicas;
+    if (get_int("redis-timeout-ms", 1, 60000, &timeout_ms) || get_int("replicas", 1, 10000, &replicas)) return -1;
+    gw_ratelimit_config cfg = {get("redis"), (int)timeout_ms, (int)replicas};
+    char err[512];
+    access->limits = gw_ratelimit_new(base, &cfg, err, sizeof err);
+    if (access->limits == NULL) {
+        gw_log(GW_LOG_ERROR, NULL, "rate limits: %s", err);
+        return -1;
+    }
+    if (!get("redis")[0]) gw_log(GW_LOG_INFO, NULL, "rate limits: local to this gateway (no Redis configured)");
+    return 0;
+}
+
 /* Splits the comma-separated model list in place into at most cap names. */
 static size_t split_models(char *s, const char **out, size_t cap)
 {
@@ -268,7 +288,7 @@ static int run(void)
     SSL_CTX *ctx = setup_tls(home);
     if (ctx == NULL || setup_access(home, &access, &keys) != 0) goto out;
     g.base = event_base_new();
-    if (g.base == NULL) goto out;
+    if (g.base == NULL || setup_limits(g.base, &access) != 0) goto out;
     gw_upstream_config ucfg = {get("router"), (int)router_ms, (int)deadline_ms, (int)retry_after_s};
     g.up = gw_upstream_new(g.base, &ucfg, err, sizeof err);
     if (g.up == NULL) {
@@ -302,6 +322,7 @@ out:
     gw_admin_stop();
     gw_server_free(g.server);
     gw_upstream_free(g.up);
+    gw_ratelimit_free(access.limits);
     if (g.drain_timer) event_free(g.drain_timer);
     if (g.base) event_base_free(g.base);
     gw_policy_free(&access.policy);
