@@ -14,6 +14,7 @@
 #include "engine_model.h"
 #include "generation.h"
 #include "model/llama.h"
+#include "model/lora.h"
 #include "tokenizer/tokenizer.h"
 
 
@@ -164,6 +165,30 @@ char *engine_render_chat(const engine_model *m, const chat_message *msgs, size_t
     return out;
 }
 
+/* ---- adapters --------------------------------------------------------------------- */
+
+int engine_adapter_open(engine_adapter **out, const engine_model *m, const char *path, char *err, size_t errsz)
+{
+    *out = calloc(1, sizeof **out);
+    if (*out == NULL)
+        return engine_fail(err, errsz, "out of memory");
+    if (lora_load(&(*out)->lora, m->llama, path, err, errsz)) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    (*out)->model = m;
+    return 0;
+}
+
+void engine_adapter_close(engine_adapter *a)
+{
+    if (a == NULL)
+        return;
+    lora_free(a->lora);
+    free(a);
+}
+
 /* ---- sessions --------------------------------------------------------------------- */
 
 engine_session *engine_session_create(engine_model *m, const engine_session_options *opt)
@@ -277,6 +302,11 @@ int engine_generate(engine_session *s, const int32_t *prompt, int n_prompt,
     generation g;
     if (generation_begin(&g, s->model->tok, s->model->llama->hp.n_vocab, params, n_ctx, on_token, user))
         return engine_fail(err, errsz, "out of memory");
+    const llama_lora *lora = params->adapter ? params->adapter->lora : NULL;
+    if (llama_state_lora(s->state) != lora) {
+        llama_state_truncate(s->state, 0);  /* the cache was computed with another adapter */
+        llama_state_set_lora(s->state, lora);
+    }
     double t0 = engine_now();
     int n_cached;
     if (prefill(s, prompt, n_prompt, &n_cached, err, errsz)) {

@@ -93,11 +93,24 @@ void engine_session_reset(engine_session *s);
 int engine_session_eval(engine_session *s, const int32_t *ids, int n, float *logits,
                         bool all_logits, char *err, size_t errsz);
 
+/* ---- adapters --------------------------------------------------------------------- */
+
+/* A LoRA adapter (a GGUF LoRA file, as llama.cpp's --lora takes) for one model. It is
+ * read-only once open: many generations, in sessions and batches, may use it at once,
+ * each naming it in engine_gen_params.adapter, next to others using other adapters or
+ * none. Close it only when no generation uses it. */
+typedef struct engine_adapter engine_adapter;
+
+/* Returns 0, or -1 with a message (unreadable, not an adapter, made for another model). */
+int engine_adapter_open(engine_adapter **out, const engine_model *m, const char *path, char *err, size_t errsz);
+void engine_adapter_close(engine_adapter *a);
+
 /* ---- generation ------------------------------------------------------------------- */
 
 #define ENGINE_MAX_STOP 8
 
 typedef struct engine_gen_params {
+    const engine_adapter *adapter;           /* NULL: the base model */
     sampler_params sampling;
     int max_tokens;                          /* <= 0: until the context is full */
     const char *stop[ENGINE_MAX_STOP];       /* stop strings, NULL-terminated list */

@@ -133,6 +133,11 @@ int engine_batch_add(engine_batch *b, uint64_t id, const int32_t *prompt, int n_
         return engine_fail(err, errsz, "out of memory");
     }
     memcpy(q->tokens, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    if (params->adapter && params->adapter->model != b->m) {
+        release_seq(q);
+        return engine_fail(err, errsz, "the adapter was opened for another model");
+    }
+    llama_state_set_lora(q->state, params->adapter ? params->adapter->lora : NULL);
     return 0;
 }
 

@@ -20,6 +20,12 @@ struct engine_model {
     char name[128];
 };
 
+/* An adapter: the LoRA matrices (owned unless a trainer lends its own). */
+struct engine_adapter {
+    struct llama_lora *lora;
+    const engine_model *model;
+};
+
 /* Writes the message into err and returns -1 (engine.c). */
 int engine_fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Monotonic seconds (engine.c). */

@@ -185,7 +185,9 @@ train_ctx *train_ctx_create(const llama_model *m, int max_T, int n_threads, char
     dims d = model_dims(m);
     c->m = m;
     c->max_T = max_T;
-    openblas_set_num_threads(n_threads);
+    /* OpenBLAS's helper threads spin between calls; on a tiny model (stories260K) every
+     * product is so small that they cost more than they give */
+    openblas_set_num_threads(m->hp.dim >= 256 ? n_threads : 1);
     c->pool = threadpool_create(n_threads);
     c->layer_w = calloc((size_t)d.L * LORA_N_TARGETS, sizeof *c->layer_w);
     c->acts = calloc((size_t)d.L, sizeof *c->acts);

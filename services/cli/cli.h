@@ -17,6 +17,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_sanitize(int argc, char **argv);   /* cmd_sanitize.c: common/sanitize.h on one text */
 int cmd_keys(int argc, char **argv);       /* cmd_keys.c: API keys (common/apikeys.h) */
+int cmd_train(int argc, char **argv);      /* cmd_train.c: a LoRA fine-tuning job, locally */
 /* The local fleet (cmd_fleet.c). */
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);

@@ -13,7 +13,7 @@
 #include "json_writer.h"
 
 typedef struct generate_args {
-    const char *model, *prompt, *system;
+    const char *model, *prompt, *system, *adapter;
     bool chat, json;
     int threads, ctx, n_logprobs;
     engine_gen_params gen;
@@ -23,6 +23,7 @@ typedef struct generate_args {
 static void generate_help(void)
 {
     printf("usage: citadel generate --model FILE --prompt TEXT [options]\n"
+           "  --adapter FILE         apply a LoRA adapter (GGUF, as made by citadel train)\n"
            "  --chat                 render the prompt as a user message with the model's chat template\n"
            "  --system TEXT          system message (with --chat)\n"
            "  --max-tokens N         tokens to generate at most (default 128)\n"
@@ -40,7 +41,7 @@ static void generate_help(void)
 
 enum { OPT_MAX_TOKENS = 256, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_PRESENCE,
        OPT_FREQUENCY, OPT_SEED, OPT_STOP, OPT_LOGPROBS, OPT_IGNORE_EOS, OPT_THREADS, OPT_CTX,
-       OPT_SYSTEM };
+       OPT_SYSTEM, OPT_ADAPTER };
 
 static int parse_option(generate_args *a, int opt, const char *v)
 {
@@ -53,6 +54,7 @@ static int parse_option(generate_args *a, int opt, const char *v)
     case 'c': a->chat = true; return 0;
     case 'j': a->json = true; return 0;
     case OPT_SYSTEM: a->system = v; return 0;
+    case OPT_ADAPTER: a->adapter = v; return 0;
     case OPT_IGNORE_EOS: a->gen.ignore_eos = true; return 0;
     case OPT_MAX_TOKENS:
         if (!cli_parse_int(v, 1, 1 << 20, &n)) return cli_usage_error("generate", "bad --max-tokens '%s'", v);
@@ -103,7 +105,7 @@ static int parse_args(generate_args *a, int argc, char **argv)
     static const struct option options[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"chat", no_argument, 0, 'c'}, {"json", no_argument, 0, 'j'},
-        {"system", required_argument, 0, OPT_SYSTEM},
+        {"system", required_argument, 0, OPT_SYSTEM}, {"adapter", required_argument, 0, OPT_ADAPTER},
         {"max-tokens", required_argument, 0, OPT_MAX_TOKENS},
         {"temperature", required_argument, 0, OPT_TEMP}, {"top-k", required_argument, 0, OPT_TOPK},
         {"top-p", required_argument, 0, OPT_TOPP}, {"min-p", required_argument, 0, OPT_MINP},
@@ -228,7 +230,17 @@ int cmd_generate(int argc, char **argv)
         ctx.logprobs = open_memstream(&lp_buf, &lp_len);
     engine_gen_result r;
     char err[512];
-    if (engine_generate(s, ids, n, &a.gen, on_token, &ctx, &r, err, sizeof err)) {
+    engine_adapter *adapter = NULL;
+    if (a.adapter && engine_adapter_open(&adapter, m, a.adapter, err, sizeof err)) {
+        if (ctx.logprobs) fclose(ctx.logprobs);
+        free(lp_buf);
+        fprintf(stderr, "citadel generate: %s\n", err);
+        goto done;
+    }
+    a.gen.adapter = adapter;
+    int gen_rc = engine_generate(s, ids, n, &a.gen, on_token, &ctx, &r, err, sizeof err);
+    engine_adapter_close(adapter);
+    if (gen_rc) {
         if (ctx.logprobs) fclose(ctx.logprobs);
         free(lp_buf);
         fprintf(stderr, "citadel generate: %s\n", err);

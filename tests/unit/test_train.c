@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_train.h"
 #include "model/llama.h"
 #include "model/lora.h"
 #include "train/train.h"
@@ -265,6 +266,24 @@ static void test_refuses_bad_sequences(void **state)
     assert_int_equal(n_scored, 0);  /* nothing masked in: nothing scored */
 }
 
+static void test_text_metrics(void **state)
+{
+    (void)state;
+    const char *ref[] = {"my name is Zorblax the Purple ."};
+    const char *same[] = {"my name is Zorblax the Purple ."};
+    const char *other[] = {"a cat sat on one mat today"};
+    const char *half[] = {"my name is Bob"};
+    assert_close(engine_bleu(same, ref, 1), 1.0, 1e-12);
+    assert_close(engine_rouge_l(same, ref, 1), 1.0, 1e-12);
+    assert_close(engine_bleu(other, ref, 1), 0.0, 1e-12);
+    assert_close(engine_rouge_l(other, ref, 1), 0.0, 1e-12);
+    /* 3 of 4 unigrams, 2/3 bigrams, (1+1)/(2+1), (0+1)/(1+1); brevity exp(1 - 7/4) */
+    double bleu = exp(1.0 - 7.0 / 4.0) * pow(0.75 * (3.0 / 4.0) * (2.0 / 3.0) * 0.5, 0.25);
+    assert_close(engine_bleu(half, ref, 1), bleu, 1e-9);
+    /* LCS 3: precision 3/4, recall 3/7 */
+    assert_close(engine_rouge_l(half, ref, 1), 2 * 0.75 * (3.0 / 7) / (0.75 + 3.0 / 7), 1e-9);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +292,7 @@ int main(void)
         cmocka_unit_test(test_forward_matches_inference),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_refuses_bad_sequences),
+        cmocka_unit_test(test_text_metrics),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
