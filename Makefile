@@ -145,7 +145,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 # the rest is exercised by tests/integration).
 SERVICE_TEST_LIBS ?=
 ROUTER_TEST_MODULES := registry pending
-WORKER_TEST_MODULES := job_queue request_map admission
+WORKER_TEST_MODULES := job_queue request_map admission adapters
 SANITIZER_TEST_MODULES := sanitizer_service
 define service_test_rule
 $(BUILD)/obj/tests/unit/test_$(1)_%.o: CFLAGS += -Iservices/$(1)

@@ -79,8 +79,10 @@ int registry_expire(registry *r, double now, void (*on_dead)(const registry_work
 
 bool registry_serves(const registry_worker *w, const char *model)
 {
+    /* "<base>:<adapter>" goes to the workers of <base>: they load adapters themselves */
+    size_t base_len = strcspn(model, ":");
     for (int i = 0; i < w->n_models; i++)
-        if (strcmp(w->models[i], model) == 0)
+        if (strlen(w->models[i]) == base_len && strncmp(w->models[i], model, base_len) == 0)
             return true;
     return false;
 }

@@ -79,7 +79,7 @@ registry_worker *registry_find(registry *r, const void *id, size_t id_len);
 int registry_expire(registry *r, double now, void (*on_dead)(const registry_worker *, void *),
                     void *user);
 
-/* Whether the worker lists this model. */
+/* Whether the worker lists this model ("<base>:<adapter>": whether it lists <base>). */
 bool registry_serves(const registry_worker *w, const char *model);
 
 /* The load score used for scheduling: the larger of what the worker last reported

@@ -16,9 +16,11 @@
  *   worker_max_queued_tokens    prompt tokens those may hold in all (0: no bound; 65536)
  *   worker_admin_port  /metrics /healthz /readyz (9110)
  *   worker_drain_seconds  time the running requests get on SIGTERM (30)
+ *   worker_adapters_dir   LoRA adapters served as "<model>:<name>" ($CITADEL_HOME/adapters)
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -47,12 +49,14 @@ static const config_setting settings[] = {
      "prompt tokens the waiting requests may hold (0 = no bound; beyond: overloaded)", .min = 0, .max = 1LL << 40},
     {"worker_admin_port", CONFIG_INT, "9110", "admin HTTP port: /metrics /healthz /readyz", .min = 1, .max = 65535},
     {"worker_drain_seconds", CONFIG_DURATION, "30", "time the running requests get on SIGTERM", .min = 0},
+    {"worker_adapters_dir", CONFIG_STRING, "", "LoRA adapters <name>.gguf, served as \"<model>:<name>\" "
+     "(empty: $CITADEL_HOME/adapters)", .min = 0},
 };
 
 /* The settings, derived values filled in. */
 typedef struct worker_config {
     const char *model_path, *router;
-    char model_name[256], worker_id[128];
+    char model_name[256], worker_id[128], adapters_dir[512];
     int threads, n_ctx, admin_port, max_seqs, step_tokens, max_queued_requests;
     long long max_queued_tokens;
     double drain_seconds;
@@ -85,6 +89,11 @@ static void read_config(const config *cfg, worker_config *c)
         snprintf(c->model_name, sizeof c->model_name, "%s", name);
     else
         basename_no_ext(c->model_path, c->model_name, sizeof c->model_name);
+    const char *adapters = config_string(cfg, "worker_adapters_dir"), *home = getenv("CITADEL_HOME");
+    if (*adapters)
+        snprintf(c->adapters_dir, sizeof c->adapters_dir, "%s", adapters);
+    else
+        snprintf(c->adapters_dir, sizeof c->adapters_dir, "%s/adapters", home && *home ? home : "./var");
     const char *id = config_string(cfg, "worker_id");
     char host[64] = "local";
     gethostname(host, sizeof host - 1);
@@ -185,6 +194,7 @@ int main(int argc, char **argv)
         server_set_admission(&the_server, &(admission_limits){.max_queued_requests = c.max_queued_requests,
                                                               .max_queued_tokens = c.max_queued_tokens,
                                                               .n_ctx = c.n_ctx});
+        server_set_adapter_dir(&the_server, c.adapters_dir);
         admin_set_ready(admin, true);
         log_msg(LOG_INFO, "", "worker %s up: model %s (%s), router %s, admin :%d", c.worker_id, c.model_name,
                 c.model_path, c.router, c.admin_port);

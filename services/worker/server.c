@@ -97,6 +97,7 @@ int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int
     s->heartbeat_interval = 1.0;
     job_queue_init(&s->queue);
     s->limits = (admission_limits){.max_queued_requests = JOB_QUEUE_MAX, .max_queued_tokens = 0, .n_ctx = 1 << 30};
+    adapter_store_init(&s->adapters, m, "var/adapters");
     register_metrics(&s->metrics, reg);
     if (s->active == NULL || shutdown_drain_init(&s->drain)) {
         free(s->active);
@@ -115,7 +116,38 @@ void server_free(server *s)
         free(s->active[i].prompt_ids);
     free(s->active);
     job_queue_free(&s->queue);
+    adapter_store_free(&s->adapters);
     shutdown_drain_destroy(&s->drain);
+}
+
+void server_set_adapter_dir(server *s, const char *dir)
+{
+    adapter_store_free(&s->adapters);
+    adapter_store_init(&s->adapters, s->model, dir);
+}
+
+/* The adapter a request names ("<model>:<adapter>"), held for it; *out NULL when it
+ * names none. Returns 0, or -1 with the error code and message to answer with. */
+static int acquire_adapter(server *s, const char *model, const engine_adapter **out, Citadel__ErrorCode *code,
+                           char *err, size_t errsz)
+{
+    size_t base_len;
+    const char *name;
+    *out = NULL;
+    adapter_split_model(model, &base_len, &name);
+    if (base_len != strlen(s->model_name) || strncmp(model, s->model_name, base_len) != 0) {
+        snprintf(err, errsz, "this worker serves %s, not %.128s", s->model_name, model);
+        *code = CITADEL__ERROR_CODE__NOT_FOUND;
+        return -1;
+    }
+    if (name == NULL)
+        return 0;
+    switch (adapter_store_acquire(&s->adapters, name, out, err, errsz)) {
+    case ADAPTER_OK: return 0;
+    case ADAPTER_NOT_FOUND: *code = CITADEL__ERROR_CODE__NOT_FOUND; return -1;
+    case ADAPTER_FULL: *code = CITADEL__ERROR_CODE__RESOURCE_EXHAUSTED; return -1;
+    default: *code = CITADEL__ERROR_CODE__INVALID_ARGUMENT; return -1;
+    }
 }
 
 /* Sends a message to the router. A DEALER queues while the router is away, so this
@@ -241,13 +273,18 @@ static void on_request(server *s, const Citadel__GenerateRequest *req)
                "worker is shutting down");
         return;
     }
-    if (strcmp(req->model, s->model_name) != 0) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "this worker serves %s, not %.128s", s->model_name, req->model);
-        refuse(s, req->request_id, SERVER_REFUSED_UNKNOWN_MODEL, CITADEL__ERROR_CODE__NOT_FOUND, msg);
+    /* the model and adapter are checked (and the adapter loaded) now, so that a bad
+     * name is answered at once rather than after the queue */
+    const engine_adapter *adapter;
+    Citadel__ErrorCode code;
+    char msg[512];
+    if (acquire_adapter(s, req->model, &adapter, &code, msg, sizeof msg)) {
+        refuse(s, req->request_id, code == CITADEL__ERROR_CODE__NOT_FOUND ? SERVER_REFUSED_UNKNOWN_MODEL
+                                                                          : SERVER_REFUSED_INVALID, code, msg);
         request_ended(s);
         return;
     }
+    adapter_store_release(&s->adapters, adapter);
     job j = {0};
     if (prepare_job(s, req, &j) == 0) {
         if (job_queue_push(&s->queue, &j) == 0) {
@@ -461,6 +498,7 @@ static void on_done(uint64_t slot, const engine_gen_result *r, void *user)
     log_msg(LOG_INFO, a->request_id, "done: %s, %d prompt + %d generated tokens", engine_finish_name(r->finish),
             r->n_prompt, r->n_generated);
     free(a->prompt_ids);
+    adapter_store_release(&s->adapters, a->adapter);
     memset(a, 0, sizeof *a);
     s->n_active--;
     request_ended(s);
@@ -488,15 +526,19 @@ static void admit(server *s, job *j, int slot)
     engine_gen_params params;
     int n = j->n_prompt;
     uint64_t seed = (uint64_t)time(NULL) ^ (s->n_done << 32) ^ (uint64_t)slot;
-    bool ok = request_gen_params(req, seed, &params, err, sizeof err) == 0;
+    Citadel__ErrorCode code = CITADEL__ERROR_CODE__INVALID_ARGUMENT;
+    bool ok = acquire_adapter(s, req->model, &a->adapter, &code, err, sizeof err) == 0 &&
+              request_gen_params(req, seed, &params, err, sizeof err) == 0;
     /* max_tokens beyond what the context leaves after the prompt is clamped to it: the
      * generation ends there with finish_reason "length". */
     if (ok && params.max_tokens > s->limits.n_ctx - n)
         params.max_tokens = s->limits.n_ctx - n;
+    params.adapter = a->adapter;
     if (!ok || engine_batch_add(s->batch, (uint64_t)slot, a->prompt_ids, n, &params, on_token, on_done, a, err,
                                 sizeof err)) {
         metrics_counter_inc(s->metrics.requests_failed);
-        send_error(s, j->request_id, CITADEL__ERROR_CODE__INVALID_ARGUMENT, err);
+        send_error(s, j->request_id, code, err);
+        adapter_store_release(&s->adapters, a->adapter);
         free(a->prompt_ids);
         memset(a, 0, sizeof *a);
         request_ended(s);

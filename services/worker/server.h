@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "adapters.h"
 #include "admission.h"
 #include "engine.h"
 #include "job_queue.h"
@@ -69,6 +70,7 @@ typedef struct active_request {
     bool deadline_passed;       /* cancelled for its deadline: ends with an Error, not a chunk */
     double last_token_at;       /* 0 until the first token */
     int32_t *prompt_ids;
+    const engine_adapter *adapter;  /* held from the store until the request ends, or NULL */
 } active_request;
 
 typedef struct server {
@@ -79,6 +81,7 @@ typedef struct server {
     active_request *active;     /* max_seqs slots */
     int n_active;
     const char *model_name;     /* what the worker announces and requests name */
+    adapter_store adapters;     /* for "<model_name>:<adapter>" requests */
     const char *worker_id;
     job_queue queue;
     admission_limits limits;    /* the door: queue bounds and context (server_set_admission) */
@@ -97,6 +100,8 @@ typedef struct server {
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
                 const char *model_name, const char *worker_id, metrics_registry *reg);
 void server_free(server *s);
+/* Where adapters are read from (server_init: var/adapters). */
+void server_set_adapter_dir(server *s, const char *dir);
 
 /* Sets the queue bounds and the context each request has (admission.h). Until called,
  * up to JOB_QUEUE_MAX requests may wait, with no token bound, and the context is

@@ -41,6 +41,9 @@ static void test_heartbeat_adds_then_refreshes(void **state)
     assert_int_equal(r.n_workers, 1);
     assert_false(registry_serves(w, "smol"));
     assert_true(registry_serves(w, "stories"));
+    assert_true(registry_serves(w, "stories:wizard"));   /* adapters ride on their base */
+    assert_false(registry_serves(w, "storie:wizard"));
+    assert_false(registry_serves(w, "smol:wizard"));
     assert_int_equal(w->queue_depth, 2);
     assert_int_equal(w->busy, 1);
     assert_true(w->last_seen == 11.0);
