@@ -4,7 +4,7 @@
 # citadel bench on the two reference shapes with random weights (written once into
 # var/bench/), the same ones llama.cpp's reference figures use (shared/golden/README.md),
 # then the real default model when `make model` has fetched it, then the matmul
-# micro-benchmark, the sanitizer's throughput, then the fleet end to end (bench_fleet.sh). 2 threads, 128-token
+# micro-benchmark, the sanitizer's throughput, LoRA training (bench_train.sh), then the fleet end to end (bench_fleet.sh). 2 threads, 128-token
 # prompt, 64 generated tokens, median of 5 runs.
 # Override with THREADS=, REPS=, PROMPT=, GEN=.
 set -e
@@ -35,5 +35,6 @@ if [ -x "$build/bench/bench_sanitize" ]; then
     echo "== sanitizer throughput (one core, 10,000 blocked terms, every detector)"
     "$build/bench/bench_sanitize"
 fi
+"$(dirname "$0")/bench_train.sh" "$build"
 echo "== the fleet end to end over TLS (tests/bench/bench_fleet.sh: 1 worker, $threads threads)"
 "$(dirname "$0")/bench_fleet.sh" "$build"
