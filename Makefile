@@ -156,11 +156,11 @@ endef
 $(eval $(call service_test_rule,router,$(ROUTER_TEST_MODULES)))
 $(eval $(call service_test_rule,worker,$(WORKER_TEST_MODULES)))
 $(eval $(call service_test_rule,sanitizer,$(SANITIZER_TEST_MODULES)))
-# The gateway's modules need libevent (with OpenSSL), jansson, OpenSSL and hiredis.
-GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl hiredis 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto -lhiredis)
+# The gateway's modules need libevent (with OpenSSL), jansson, OpenSSL, hiredis and libjwt.
+GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl hiredis libjwt 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto -lhiredis -ljwt)
 # Gateway tests link the modules that need neither protobuf nor sockets (the ZeroMQ and
 # HTTP modules are exercised by tests/integration).
-GATEWAY_TEST_OBJ := $(patsubst %,$(BUILD)/obj/services/gateway/%.o,gw_tls gw_openai gw_log gw_policy gw_auth gw_admin_keys gw_ratelimit)
+GATEWAY_TEST_OBJ := $(patsubst %,$(BUILD)/obj/services/gateway/%.o,gw_tls gw_openai gw_log gw_policy gw_auth gw_jwt gw_admin_keys gw_ratelimit)
 $(BUILD)/obj/tests/unit/test_gateway_%.o: CFLAGS += -Iservices/gateway
 $(BUILD)/tests/test_gateway_%: $(BUILD)/obj/tests/unit/test_gateway_%.o $(GATEWAY_TEST_OBJ) $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)

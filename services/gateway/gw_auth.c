@@ -1,5 +1,6 @@
-/* gw_auth.c - bearer credentials to principals (see gw_auth.h). API keys are looked up
- * in the hashed store; anything else goes to the JWT verifier when one is configured. */
+/* gw_auth.c - bearer credentials to principals (see gw_auth.h). What looks like an API
+ * key ("ck-" + 64 hex) is looked up in the hashed store; anything else goes to the JWT
+ * verifier when one is configured, and to the store (to be refused) otherwise. */
 #include "gw_auth.h"
 
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "gw_jwt.h"
 #include "gw_log.h"
 
 static int unauthorized(gw_error *e, const char *code, const char *msg)
@@ -37,6 +39,18 @@ int gw_auth_bearer(gw_auth *a, const char *authorization, gw_principal *who, gw_
     while (len > 0 && cred[len - 1] == ' ') len--;
     if (len == 0) return unauthorized(e, "invalid_api_key", "missing API key: send 'Authorization: Bearer <key>'");
 
+    bool looks_like_key = len == APIKEY_LEN && strncmp(cred, APIKEY_PREFIX, 3) == 0;
+    if (!looks_like_key && a->jwt != NULL) {
+        char why[200];
+        if (gw_jwt_verify(a->jwt, cred, len, time(NULL), who, why, sizeof why) != 0) {
+            gw_log(GW_LOG_INFO, NULL, "JWT refused: %s", why);
+            gw_error_set(e, 401, "invalid_request_error", NULL, "invalid_token", "invalid token: %s", why);
+            return -1;
+        }
+        who->rpm = a->default_rpm;
+        who->tpm = a->default_tpm;
+        return 0;
+    }
     char warn[256];
     if (apikeys_reload_if_changed(a->keys, warn, sizeof warn) < 0)
         gw_log(GW_LOG_WARN, NULL, "keys file reload failed: %s", warn);

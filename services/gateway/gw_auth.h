@@ -14,6 +14,8 @@
 #include "apikeys.h"
 #include "gw_openai.h"
 
+typedef struct gw_jwt gw_jwt;
+
 /* How a principal proved itself. */
 enum gw_auth_via { GW_AUTH_API_KEY, GW_AUTH_JWT };
 
@@ -28,9 +30,11 @@ typedef struct gw_principal {
     int64_t rpm, tpm;                  /* effective limits; 0 = unlimited */
 } gw_principal;
 
-/* What authentication needs: the key store (reloaded when its file changes) and the limits for keys and tokens that name none. */
+/* What authentication needs: the key store (reloaded when its file changes), the JWT
+ * verifier (NULL: JWT off) and the limits for keys and tokens that name none. */
 typedef struct gw_auth {
     apikey_store *keys;
+    const gw_jwt *jwt;
     int64_t default_rpm, default_tpm;
 } gw_auth;
 

@@ -5,7 +5,7 @@
  * Every setting has a default, an environment variable and a --name=value flag;
  * --help lists them. The modules: gw_tls (certificates), gw_auth and common/apikeys
  * (who is calling), gw_policy (what roles may do), gw_admin_keys (/admin/keys),
- * gw_ratelimit (requests and tokens per minute, shared through Redis),
+ * gw_jwt (bearer JWTs), gw_ratelimit (requests and tokens per minute, through Redis),
  * gw_upstream (ZeroMQ to the router), gw_server (HTTP), gw_openai (JSON), gw_log.
  */
 #include <errno.h>
@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "apikeys.h"
+#include "gw_jwt.h"
 #include "gw_log.h"
 #include "gw_server.h"
 #include "gw_tls.h"
@@ -55,6 +56,14 @@ static setting settings[] = {
     {"redis", "CITADEL_GATEWAY_REDIS", "", "Redis host:port shared by the replicas for rate limits; empty: local limits only", NULL},
     {"redis-timeout-ms", "CITADEL_GATEWAY_REDIS_TIMEOUT_MS", "100", "no answer from Redis within this -> decide locally", NULL},
     {"replicas", "CITADEL_GATEWAY_REPLICAS", "1", "gateway replicas; without Redis each allows limit/replicas", NULL},
+    {"jwt-hs256-secret", "CITADEL_GATEWAY_JWT_HS256_SECRET", "", "accept HS256 JWTs signed with this secret (>= 32 bytes; never logged)", NULL},
+    {"jwt-rs256-public-key", "CITADEL_GATEWAY_JWT_RS256_PUBLIC_KEY", "", "accept RS256 JWTs verified with this PEM public key file", NULL},
+    {"jwt-issuer", "CITADEL_GATEWAY_JWT_ISSUER", "", "required iss of JWTs", NULL},
+    {"jwt-audience", "CITADEL_GATEWAY_JWT_AUDIENCE", "", "required aud of JWTs", NULL},
+    {"jwt-roles-claim", "CITADEL_GATEWAY_JWT_ROLES_CLAIM", "roles", "claim (dotted path) holding the caller's roles or groups", NULL},
+    {"jwt-role-map", "CITADEL_GATEWAY_JWT_ROLE_MAP", "", "claim value=role,...; empty: claim values are roles", NULL},
+    {"jwt-user-claim", "CITADEL_GATEWAY_JWT_USER_CLAIM", "sub", "claim naming the user", NULL},
+    {"jwt-leeway-s", "CITADEL_GATEWAY_JWT_LEEWAY_S", "30", "clock slack for exp and nbf", NULL},
     {"log-level", "CITADEL_LOG_LEVEL", "info", "debug, info, warn or error", NULL},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -205,14 +214,36 @@ static int setup_keys(const char *home, apikey_store *keys)
     return 0;
 }
 
+/* The JWT verifier when a JWT key is configured (*out NULL otherwise); 0 or -1. */
+static int setup_jwt(gw_jwt **out)
+{
+    long leeway;
+    *out = NULL;
+    if (get_int("jwt-leeway-s", 0, 3600, &leeway)) return -1;
+    if (!get("jwt-hs256-secret")[0] && !get("jwt-rs256-public-key")[0]) return 0;
+    gw_jwt_config cfg = {get("jwt-hs256-secret"), get("jwt-rs256-public-key"), get("jwt-issuer"),
+                         get("jwt-audience"), get("jwt-roles-claim"), get("jwt-role-map"),
+                         get("jwt-user-claim"), (int)leeway};
+    char err[512];
+    *out = gw_jwt_new(&cfg, err, sizeof err);
+    if (*out == NULL) {
+        gw_log(GW_LOG_ERROR, NULL, "JWT: %s", err);
+        return -1;
+    }
+    gw_log(GW_LOG_INFO, NULL, "JWT bearer tokens accepted (%s%s%s), issuer %s, audience %s",
+           get("jwt-hs256-secret")[0] ? "HS256" : "", get("jwt-hs256-secret")[0] && get("jwt-rs256-public-key")[0] ? ", " : "",
+           get("jwt-rs256-public-key")[0] ? "RS256" : "", get("jwt-issuer"), get("jwt-audience"));
+    return 0;
+}
+
 /* Authentication and the role policy (see gw_server.h's gw_access). */
-static int setup_access(const char *home, gw_access *access, apikey_store *keys)
+static int setup_access(const char *home, gw_access *access, apikey_store *keys, gw_jwt **jwt)
 {
     long rpm, tpm;
     if (get_int("default-rpm", 0, 1000000000, &rpm) || get_int("default-tpm", 0, 1000000000000L, &tpm))
         return -1;
-    if (setup_keys(home, keys) != 0) return -1;
-    access->auth = (gw_auth){.keys = keys, .default_rpm = rpm, .default_tpm = tpm};
+    if (setup_keys(home, keys) != 0 || setup_jwt(jwt) != 0) return -1;
+    access->auth = (gw_auth){.keys = keys, .jwt = *jwt, .default_rpm = rpm, .default_tpm = tpm};
     char err[600];
     if (gw_policy_load(&access->policy, get("policy"), err, sizeof err) != 0) {
         gw_log(GW_LOG_ERROR, NULL, "%s", err);
@@ -283,10 +314,11 @@ static int run(void)
     snprintf(models_buf, sizeof models_buf, "%s", get("models"));
     size_t n_models = split_models(models_buf, models, 64);
     apikey_store keys = {0};
+    gw_jwt *jwt = NULL;
     gw_access access = {0};
     gateway g = {.drain_timeout_ms = drain_ms};
     SSL_CTX *ctx = setup_tls(home);
-    if (ctx == NULL || setup_access(home, &access, &keys) != 0) goto out;
+    if (ctx == NULL || setup_access(home, &access, &keys, &jwt) != 0) goto out;
     g.base = event_base_new();
     if (g.base == NULL || setup_limits(g.base, &access) != 0) goto out;
     gw_upstream_config ucfg = {get("router"), (int)router_ms, (int)deadline_ms, (int)retry_after_s};
@@ -326,6 +358,7 @@ out:
     if (g.drain_timer) event_free(g.drain_timer);
     if (g.base) event_base_free(g.base);
     gw_policy_free(&access.policy);
+    gw_jwt_free(jwt);
     apikeys_free(&keys);
     SSL_CTX_free(ctx);
     gw_log(GW_LOG_INFO, NULL, "stopped");

@@ -9,7 +9,10 @@
 #   - keys made by `citadel keys create` work at once (no restart) with their attributes:
 #     a model list (403 for another model, /v1/models filtered), several roles;
 #   - expired keys and keys revoked by `citadel keys revoke` or DELETE /admin/keys/{id}
-#     are refused with 401 and a message saying why; keys are never in the gateway log.
+#     are refused with 401 and a message saying why; keys are never in the gateway log;
+#   - JWT bearer tokens (HS256 made with Python's hmac, RS256 signed by `openssl dgst`):
+#     the roles claim gives the permissions; expired, wrong-audience, wrong-issuer and
+#     alg "none" tokens are 401, a token with only roles the policy lacks is 403.
 # Usage: tests/integration/access_test.sh [BUILD_DIR]   (run from the repository root)
 set -u
 BUILD=${1:-${BUILD:-build}}
@@ -26,6 +29,9 @@ fleet_begin 2917
 GPORT=$((BASE + 5))
 URL=https://127.0.0.1:$GPORT
 export CITADEL_HOME=$TMP/home
+JWT_SECRET=test-secret-of-at-least-32-bytes-0123456789
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rs.key" 2>/dev/null
+openssl pkey -in "$TMP/rs.key" -pubout -out "$TMP/rs.pub" 2>/dev/null
 
 CITADEL_ROUTER_FRONTEND=$FE CITADEL_ROUTER_BACKEND=$BE CITADEL_ROUTER_ADMIN_PORT=$((BASE + 2)) \
     "$BIN/citadel-router" >"$TMP/router.log" 2>&1 &
@@ -34,7 +40,9 @@ CITADEL_WORKER_ID=access-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$B
     CITADEL_WORKER_ADMIN_PORT=$((BASE + 3)) "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
 CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
-    CITADEL_ROUTER_ENDPOINT=$FE "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
+    CITADEL_ROUTER_ENDPOINT=$FE CITADEL_GATEWAY_JWT_HS256_SECRET=$JWT_SECRET \
+    CITADEL_GATEWAY_JWT_RS256_PUBLIC_KEY=$TMP/rs.pub CITADEL_GATEWAY_JWT_ISSUER=https://idp.test \
+    CITADEL_GATEWAY_JWT_AUDIENCE=citadel "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"
 
 json() { python3 -c 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); sys.stdout.write(v if isinstance(v,str) else json.dumps(v))' "$1" 2>/dev/null; }
@@ -158,12 +166,53 @@ else fail "REST create/revoke: $ST $ST2 $ST3 $STATE $ST4"; fi
 LISTED=$("$BIN/citadel" keys list | awk -v id="$ID" '$1 == id { print $2 }')
 if [ "$LISTED" = revoked ]; then ok "citadel keys list shows the REST-revoked key as revoked"; else fail "keys list: '$LISTED'"; fi
 
+# JWTs. mkjwt ALG ROLES [EXP_OFFSET_S] [AUD] [ISS]: a token; RS256 is signed by openssl.
+mkjwt() {
+    JWT_SECRET=$JWT_SECRET RSKEY=$TMP/rs.key python3 - "$@" <<'PY'
+import base64, hashlib, hmac, json, os, subprocess, sys, time
+alg, roles, off, aud, iss = (sys.argv[1:] + [None] * 5)[:5]
+secret, rskey = os.environ["JWT_SECRET"], os.environ["RSKEY"]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+claims = {"iss": iss or "https://idp.test", "aud": aud or "citadel", "sub": "jwt-alice",
+          "roles": roles.split(","), "exp": int(time.time()) + int(off or 600)}
+head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+if alg == "HS256":
+    sig = hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest()
+elif alg == "RS256":
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", rskey], input=head.encode(), capture_output=True).stdout
+else:
+    sig = b""
+print(head + "." + b64(sig))
+PY
+}
+T=$(mkjwt HS256 user)
+ST=$(req "$T" POST /v1/chat/completions "$CHAT"); ST2=$(req "$T" GET /admin/keys)
+if [ "$ST" = 200 ] && [ "$ST2" = 403 ]; then ok "HS256 JWT with roles [user]: chat 200, /admin/keys 403"
+else fail "HS256 JWT: chat $ST, keys $ST2 $(cat "$TMP/body")"; fi
+T=$(mkjwt RS256 auditor)
+ST=$(req "$T" GET /v1/audit/events); ST2=$(req "$T" POST /v1/chat/completions "$CHAT")
+if [ "$ST" = 404 ] && [ "$ST2" = 403 ]; then ok "RS256 JWT with roles [auditor]: audit allowed (404 not served yet), chat 403"
+else fail "RS256 JWT: audit $ST, chat $ST2 $(cat "$TMP/body")"; fi
+bad=""
+for spec in "HS256 user -100" "HS256 user 600 other-aud" "HS256 user 600 citadel https://evil.test" "none admin"; do
+    # shellcheck disable=SC2086
+    T=$(mkjwt $spec)
+    ST=$(req "$T" GET /v1/models)
+    [ "$ST" = 401 ] || bad="$bad [$spec]=$ST"
+done
+if [ -z "$bad" ] && grep -q 'JWT refused: token expired' "$TMP/gateway.log" && grep -q 'JWT refused: wrong audience' "$TMP/gateway.log"; then
+    ok "expired, wrong-audience, wrong-issuer and alg none JWTs: 401"
+else fail "bad JWTs accepted:$bad"; fi
+T=$(mkjwt RS256 nobody)
+ST=$(req "$T" GET /v1/models)
+if [ "$ST" = 403 ]; then ok "a valid JWT whose roles the policy does not define: 403"; else fail "JWT with unknown role: $ST"; fi
+
 # Secrets never reach the log: no key, not even its random part, in the gateway's log.
 LEAK=0
-for k in "$KEY_admin" "$KEY_user" "$KEY_trainer" "$K"; do
+for k in "$KEY_admin" "$KEY_user" "$KEY_trainer" "$K" "$JWT_SECRET"; do
     grep -q "${k#ck-}" "$TMP/gateway.log" && LEAK=1
 done
-if [ $LEAK = 0 ] && grep -q 'key_id=test-user' "$TMP/gateway.log"; then ok "the gateway log names key ids, never keys"
+if [ $LEAK = 0 ] && grep -q 'key_id=test-user' "$TMP/gateway.log"; then ok "the gateway log names key ids, never keys nor the JWT secret"
 else fail "a key is in the gateway log (or no key_id logged)"; fi
 
 [ $failed -eq 0 ] || { echo "--- logs"; tail -n 20 "$TMP"/*.log; }
