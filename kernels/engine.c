@@ -64,6 +64,12 @@ static void load_chat_template(engine_model *m)
 
 int engine_model_open(engine_model **out, const char *path, char *err, size_t errsz)
 {
+    return engine_model_open_shard(out, path, NULL, err, errsz);
+}
+
+int engine_model_open_shard(engine_model **out, const char *path, struct collective *comm, char *err,
+                            size_t errsz)
+{
     *out = NULL;
     engine_model *m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -73,7 +79,7 @@ int engine_model_open(engine_model **out, const char *path, char *err, size_t er
         engine_fail(err, errsz, "%s: %s", path, sub);
         goto error;
     }
-    if (llama_model_load(&m->llama, m->file, sub, sizeof sub) ||
+    if (llama_model_load_shard(&m->llama, m->file, comm, sub, sizeof sub) ||
         tokenizer_load(&m->tok, m->file, sub, sizeof sub)) {
         engine_fail(err, errsz, "%s: %s", path, sub);
         goto error;

@@ -40,6 +40,16 @@ typedef struct engine_session engine_session;
 int engine_model_open(engine_model **out, const char *path, char *err, size_t errsz);
 void engine_model_close(engine_model *m);
 
+/* Tensor parallelism: opens rank comm->rank's share of the model for a group of
+ * comm->size ranks (parallel/collective.h; comm NULL is engine_model_open). Every rank
+ * of the group must then run the same sessions or batches with the same inputs, in
+ * the same order: each forward pass all-reduces over comm, and every rank gets the
+ * same logits. A model whose heads or FFN width do not divide by the group's size is
+ * refused with a message saying so. comm must outlive the model. */
+struct collective;
+int engine_model_open_shard(engine_model **out, const char *path, struct collective *comm, char *err,
+                            size_t errsz);
+
 typedef struct engine_model_info {
     const char *arch;          /* "llama", "qwen2", ... */
     const char *name;          /* general.name, or "" */

@@ -29,6 +29,7 @@
 #include "cpu/matmul.h"
 #include "cpu/quant.h"
 #include "model/lora.h"
+#include "model/shard.h"
 
 /* ---- loading ---------------------------------------------------------------------- */
 
@@ -163,7 +164,7 @@ static int load_weight(llama_weight *w, const gguf_file *f, const char *name, in
 static void pack_weight(llama_weight *w, bool mapped)
 {
     w->packed = matmul_pack(w->data, w->type, w->rows, w->cols);
-    if (w->packed == NULL || !mapped)
+    if (w->packed == NULL || !mapped || w->owned)
         return;
     long page = sysconf(_SC_PAGESIZE);
     uintptr_t begin = ((uintptr_t)w->data + page - 1) / page * page;
@@ -250,6 +251,12 @@ static int load_vocab_size(llama_hparams *hp, const gguf_file *f, char *err, siz
 
 int llama_model_load(llama_model **out, const gguf_file *f, char *err, size_t errsz)
 {
+    return llama_model_load_shard(out, f, NULL, err, errsz);
+}
+
+int llama_model_load_shard(llama_model **out, const gguf_file *f, struct collective *comm, char *err,
+                           size_t errsz)
+{
     *out = NULL;
     llama_model *m = calloc(1, sizeof *m);
     if (m == NULL)
@@ -275,6 +282,8 @@ int llama_model_load(llama_model **out, const gguf_file *f, char *err, size_t er
     for (int i = 0; i < hp->n_layers; i++)
         if (load_layer(&m->layers[i], f, hp, i, err, errsz))
             goto error;
+    if (comm && comm->size > 1 && shard_split_model(m, comm, f->mapped, err, errsz))
+        goto error;
     pack_model(m, f->mapped);
     *out = m;
     return 0;
@@ -295,13 +304,16 @@ void llama_model_free(llama_model *m)
         free(l->bk);
         free(l->bv);
         llama_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
-        for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++)
+        for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) {
             packed_matrix_free(ws[j]->packed);
+            free(ws[j]->owned);
+        }
     }
     packed_matrix_free(m->output.packed);
     free(m->layers);
     free(m->output_norm);
     free(m->rope_freq_factors);
+    free(m->shard);
     free(m);
 }
 
@@ -650,7 +662,8 @@ static void lora_add(llama_state *s, int layer, enum lora_target target, float *
     }
 }
 
-static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T)
+/* One layer over the chunk. Returns 0, or -1 when a tensor-parallel all-reduce failed. */
+static int layer_forward(llama_state *s, const llama_layer *l, int layer, int T)
 {
     const llama_hparams *hp = &s->m->hp;
     int C = hp->dim, QD = hp->n_heads * hp->head_dim, KD = hp->n_kv_heads * hp->head_dim;
@@ -669,6 +682,8 @@ static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T
     attention_forward(s, layer, T);
     mm(s, s->xn, s->att, T, &l->wo);
     lora_add(s, layer, LORA_O, s->xn, s->att, T);
+    if (shard_all_reduce(s->m, s->xn, (size_t)T * C))   /* a shard has its heads' part */
+        return -1;
     residual_add(s->x, s->xn, (size_t)T * C);
 
     rmsnorm_forward(s->xn, s->x, l->ffn_norm, T, C, hp->rms_eps);
@@ -679,7 +694,10 @@ static void layer_forward(llama_state *s, const llama_layer *l, int layer, int T
     swiglu_forward(s->gate, s->up, (size_t)T * hp->ffn_dim);
     mm(s, s->xn, s->gate, T, &l->w_down);
     lora_add(s, layer, LORA_DOWN, s->xn, s->gate, T);
+    if (shard_all_reduce(s->m, s->xn, (size_t)T * C))   /* ... and its FFN channels' part */
+        return -1;
     residual_add(s->x, s->xn, (size_t)T * C);
+    return 0;
 }
 
 /* The rows of the tokens whose logits are wanted, normalized, through the output
@@ -694,8 +712,9 @@ static void logits_forward(llama_state *s, const int *rows, int n_rows, float *o
     mm(s, out, s->xn, n_rows, &m->output);
 }
 
-/* The chunk's tokens, already laid out in tok_seq/tok_pos, through every layer. */
-static void chunk_forward(llama_state *s, const int32_t *tokens, int T)
+/* The chunk's tokens, already laid out in tok_seq/tok_pos, through every layer.
+ * Returns 0, or -1 when a tensor-parallel all-reduce failed. */
+static int chunk_forward(llama_state *s, const int32_t *tokens, int T)
 {
     const llama_model *m = s->m;
     int C = m->hp.dim;
@@ -705,7 +724,9 @@ static void chunk_forward(llama_state *s, const int32_t *tokens, int T)
                        s->x + (size_t)t * C, C);
     rope_tables(s, T);
     for (int i = 0; i < m->hp.n_layers; i++)
-        layer_forward(s, &m->layers[i], i, T);
+        if (layer_forward(s, &m->layers[i], i, T))
+            return -1;
+    return 0;
 }
 
 static bool tokens_valid(const llama_state *seq, const int32_t *tokens, int n)
@@ -729,7 +750,8 @@ int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, b
             s->tok_seq[t] = s;
             s->tok_pos[t] = s->n_past + t;
         }
-        chunk_forward(s, tokens + done, T);
+        if (chunk_forward(s, tokens + done, T))
+            return -1;
         s->n_past += T;
         if (logits && (all_logits || done + T == n)) {
             int rows[T], n_rows = 0;  /* T <= max_batch: a few hundred ints */
@@ -782,7 +804,8 @@ int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_se
     float *staged = n_rows ? logits_staging(work, (size_t)n_rows * V) : NULL;
     if ((n_rows && staged == NULL) || lora_scratch(work, work->tok_seq, T))
         return -1;
-    chunk_forward(work, tokens, T);
+    if (chunk_forward(work, tokens, T))
+        return -1;
     for (int i = 0; i < n_seqs; i++)
         seqs[i].seq->n_past += seqs[i].n;
     if (n_rows == 0)

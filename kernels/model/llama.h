@@ -22,6 +22,8 @@
 #include "cpu/matmul.h"
 #include "gguf/gguf.h"
 
+struct collective;   /* parallel/collective.h */
+
 enum rope_mode { ROPE_NORMAL = 0, ROPE_NEOX = 1 };
 
 typedef struct llama_hparams {
@@ -52,6 +54,7 @@ typedef struct llama_weight {
     int rows;   /* OC */
     int cols;   /* C */
     packed_matrix *packed;  /* the same, rearranged for the fastest kernel; NULL if none */
+    void *owned;            /* data when it is a copy owned by the model (a shard's columns) */
 } llama_weight;
 
 typedef struct llama_layer {
@@ -63,8 +66,12 @@ typedef struct llama_layer {
     llama_weight w_down;            /* (C, F) */
 } llama_layer;
 
+/* A tensor-parallel rank's share of the model (model/shard.h). */
+typedef struct llama_shard llama_shard;
+
 typedef struct llama_model {
-    llama_hparams hp;
+    llama_hparams hp;               /* on a shard: n_heads, n_kv_heads, ffn_dim are this rank's */
+    llama_shard *shard;             /* NULL: the whole model runs here */
     llama_weight tok_embd;          /* (V, C) */
     float *output_norm;             /* (C) */
     llama_weight output;            /* (V, C); tok_embd when tied */
@@ -75,6 +82,11 @@ typedef struct llama_model {
 /* Reads hyper-parameters and weights from f (which must outlive the model). Returns
  * 0, or -1 with a message naming the missing key, bad shape or unsupported type. */
 int llama_model_load(llama_model **out, const gguf_file *f, char *err, size_t errsz);
+/* The same for rank comm->rank of a tensor-parallel group (comm NULL: the whole model):
+ * only this rank's slice is kept (model/shard.h), and the forward pass all-reduces over
+ * comm, so every rank of the group must run the same forward passes in the same order. */
+int llama_model_load_shard(llama_model **out, const gguf_file *f, struct collective *comm, char *err,
+                           size_t errsz);
 void llama_model_free(llama_model *m);
 
 /* One sequence: its KV cache (n_ctx positions, f32) and the activations of a chunk of
