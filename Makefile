@@ -156,8 +156,8 @@ endef
 $(eval $(call service_test_rule,router,$(ROUTER_TEST_MODULES)))
 $(eval $(call service_test_rule,worker,$(WORKER_TEST_MODULES)))
 $(eval $(call service_test_rule,sanitizer,$(SANITIZER_TEST_MODULES)))
-# The gateway's modules need libevent (with OpenSSL), jansson, OpenSSL, hiredis and libjwt.
-GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl hiredis libjwt 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto -lhiredis -ljwt)
+# The gateway's modules need libevent (with OpenSSL), jansson, OpenSSL, hiredis, libjwt and gRPC core.
+GATEWAY_LIBS := $(shell pkg-config --libs libevent_openssl libevent jansson openssl hiredis libjwt grpc 2>/dev/null || echo -levent_openssl -levent -ljansson -lssl -lcrypto -lhiredis -ljwt -lgrpc -lgpr)
 # Gateway tests link the modules that need neither protobuf nor sockets (the ZeroMQ and
 # HTTP modules are exercised by tests/integration).
 GATEWAY_TEST_OBJ := $(patsubst %,$(BUILD)/obj/services/gateway/%.o,gw_tls gw_openai gw_log gw_policy gw_auth gw_jwt gw_admin_keys gw_ratelimit)
@@ -166,6 +166,8 @@ $(BUILD)/tests/test_gateway_%: $(BUILD)/obj/tests/unit/test_gateway_%.o $(GATEWA
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(filter %.o,$^) $(KERNEL_LIB) $(COMMON_LIB) -lcmocka $(GATEWAY_LIBS) $(LDLIBS)
 
+# grpc_client (grpc_test.sh's client of the gateway's gRPC service) is a gRPC core program.
+$(BUILD)/tests/integration/grpc_client: LDLIBS += $(shell pkg-config --libs grpc 2>/dev/null || echo -lgrpc -lgpr)
 $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(KERNEL_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(KERNEL_LIB) $(COMMON_LIB) $(LDLIBS)

@@ -6,8 +6,8 @@ set -e
 # libevent (evhttp for the admin listener and the gateway), pkg-config to find them, curl;
 # PCRE2 (with JIT) for the sanitizer's detectors (common/pii.c); OpenBLAS for training;
 # hiredis and redis-server for the gateway's shared rate limits (tests start their own);
-# libjwt for the gateway's JWT bearer tokens.
-PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config curl libpcre2-dev libopenblas-dev libhiredis-dev redis-server libjwt-dev"
+# libjwt for the gateway's JWT bearer tokens; gRPC core (libgrpc-dev) for its gRPC endpoint.
+PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config curl libpcre2-dev libopenblas-dev libhiredis-dev redis-server libjwt-dev libgrpc-dev"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

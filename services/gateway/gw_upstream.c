@@ -338,6 +338,7 @@ static void deliver_chunk(gw_upstream *up, const uint8_t *buf, size_t len)
         .finish_reason = last ? m->finish_reason : NULL,
         .has_usage = m->usage != NULL,
         .usage = {m->usage ? m->usage->prompt_tokens : 0, m->usage ? m->usage->completion_tokens : 0},
+        .wire = m,
     };
     gw_upstream_fn fn = p->fn;
     void *arg = p->arg;

@@ -30,6 +30,8 @@ typedef struct gw_upstream gw_upstream;
 
 enum gw_upstream_event_kind { GW_UP_CHUNK, GW_UP_ERROR };
 
+struct Citadel__GenerateChunk;
+
 /* One answer from the router for one request. Pointers are valid only during the
  * callback. */
 typedef struct gw_upstream_event {
@@ -39,6 +41,7 @@ typedef struct gw_upstream_event {
     const char *finish_reason;                      /* set on the last chunk only */
     bool has_usage;  gw_usage usage;
     gw_error error;                                 /* GW_UP_ERROR: status, message */
+    const struct Citadel__GenerateChunk *wire;      /* GW_UP_CHUNK: the message itself (gRPC relays it) */
 } gw_upstream_event;
 
 typedef void (*gw_upstream_fn)(const gw_upstream_event *ev, void *arg);

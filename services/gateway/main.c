@@ -6,7 +6,7 @@
  * --help lists them. The modules: gw_tls (certificates), gw_auth and common/apikeys
  * (who is calling), gw_policy (what roles may do), gw_admin_keys (/admin/keys),
  * gw_jwt (bearer JWTs), gw_ratelimit (requests and tokens per minute, through Redis),
- * gw_upstream (ZeroMQ to the router), gw_server (HTTP), gw_openai (JSON), gw_log.
+ * gw_upstream (ZeroMQ to the router), gw_server (HTTP), gw_grpc (gRPC), gw_openai (JSON), gw_log.
  */
 #include <errno.h>
 #include <signal.h>
@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "apikeys.h"
+#include "gw_grpc.h"
 #include "gw_jwt.h"
 #include "gw_log.h"
 #include "gw_server.h"
@@ -35,6 +36,7 @@ static setting settings[] = {
     {"home", "CITADEL_HOME", "./var", "state directory (tls/, keys/)", NULL},
     {"listen", "CITADEL_GATEWAY_LISTEN", "0.0.0.0", "HTTPS listen address", NULL},
     {"port", "CITADEL_GATEWAY_PORT", "8443", "HTTPS port", NULL},
+    {"grpc-port", "CITADEL_GATEWAY_GRPC_PORT", "8444", "gRPC (TLS) port for citadel.v1.Inference; 0: off", NULL},
     {"tls-cert", "CITADEL_GATEWAY_TLS_CERT", "", "certificate chain (PEM); empty: self-signed under $CITADEL_HOME/tls", NULL},
     {"tls-key", "CITADEL_GATEWAY_TLS_KEY", "", "private key (PEM) of tls-cert", NULL},
     {"router", "CITADEL_ROUTER_ENDPOINT", "tcp://127.0.0.1:5555", "router frontend (ZeroMQ)", NULL},
@@ -130,6 +132,7 @@ static int load_settings(int argc, char **argv)
 typedef struct gateway {
     struct event_base *base;
     gw_server *server;
+    gw_grpc *grpc;
     gw_upstream *up;
     struct event *drain_timer;
     struct timespec drain_started;
@@ -175,21 +178,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     gw_log(GW_LOG_INFO, NULL, "signal %d: draining (%zu generations in flight)", (int)sig,
            gw_upstream_in_flight(g->up));
     gw_server_stop_accepting(g->server);
+    gw_grpc_stop_accepting(g->grpc);
     clock_gettime(CLOCK_MONOTONIC, &g->drain_started);
     on_drain_tick(-1, 0, g);
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
 
-static SSL_CTX *setup_tls(const char *home)
+/* The TLS context; the certificate and key paths (for gRPC) into cert and key. */
+static SSL_CTX *setup_tls(const char *home, char cert[4096], char key[4096])
 {
-    char cert[4096], key[4096], err[512], dir[4096];
-    snprintf(cert, sizeof cert, "%s", get("tls-cert"));
-    snprintf(key, sizeof key, "%s", get("tls-key"));
+    char err[512], dir[4096];
+    snprintf(cert, 4096, "%s", get("tls-cert"));
+    snprintf(key, 4096, "%s", get("tls-key"));
     if (cert[0] == '\0' || key[0] == '\0') {
         bool created;
         snprintf(dir, sizeof dir, "%s/tls", home);
-        if (gw_tls_ensure_self_signed(dir, cert, key, sizeof cert, &created, err, sizeof err) != 0) {
+        if (gw_tls_ensure_self_signed(dir, cert, key, 4096, &created, err, sizeof err) != 0) {
             gw_log(GW_LOG_ERROR, NULL, "TLS: %s", err);
             return NULL;
         }
@@ -282,8 +287,9 @@ static size_t split_models(char *s, const char **out, size_t cap)
 static int run(void)
 {
     long port, admin_port, max_body, max_header, header_ms, io_ms, max_conns, router_ms, deadline_ms, drain_ms,
-        retry_after_s;
+        retry_after_s, grpc_port;
     if (get_int("port", 1, 65535, &port) || get_int("admin-port", 0, 65535, &admin_port) ||
+        get_int("grpc-port", 0, 65535, &grpc_port) ||
         get_int("max-body-bytes", 1024, 1L << 30, &max_body) ||
         get_int("max-header-bytes", 1024, 1L << 20, &max_header) ||
         get_int("header-timeout-ms", 100, 3600000, &header_ms) ||
@@ -317,7 +323,8 @@ static int run(void)
     gw_jwt *jwt = NULL;
     gw_access access = {0};
     gateway g = {.drain_timeout_ms = drain_ms};
-    SSL_CTX *ctx = setup_tls(home);
+    char cert_path[4096], key_path[4096];
+    SSL_CTX *ctx = setup_tls(home, cert_path, key_path);
     if (ctx == NULL || setup_access(home, &access, &keys, &jwt) != 0) goto out;
     g.base = event_base_new();
     if (g.base == NULL || setup_limits(g.base, &access) != 0) goto out;
@@ -334,6 +341,14 @@ static int run(void)
         gw_log(GW_LOG_ERROR, NULL, "%s", err);
         goto out;
     }
+    if (grpc_port > 0) {
+        gw_grpc_config gcfg = {get("listen"), (int)grpc_port, cert_path, key_path};
+        g.grpc = gw_grpc_start(g.base, &gcfg, &access, g.up, err, sizeof err);
+        if (g.grpc == NULL) {
+            gw_log(GW_LOG_ERROR, NULL, "%s", err);
+            goto out;
+        }
+    }
     if (admin_port > 0 &&
         gw_admin_start(g.base, get("admin-listen"), (int)admin_port, is_ready, &g, err, sizeof err) != 0) {
         gw_log(GW_LOG_ERROR, NULL, "%s", err);
@@ -344,8 +359,8 @@ static int run(void)
     struct event *sigint = evsignal_new(g.base, SIGINT, on_signal, &g);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    gw_log(GW_LOG_INFO, NULL, "serving https://%s:%ld (router %s, admin :%ld)", get("listen"),
-           port, get("router"), admin_port);
+    gw_log(GW_LOG_INFO, NULL, "serving https://%s:%ld, gRPC :%ld (router %s, admin :%ld)", get("listen"),
+           port, grpc_port, get("router"), admin_port);
     event_base_dispatch(g.base);
     event_free(sigterm);
     event_free(sigint);
@@ -353,6 +368,7 @@ static int run(void)
 out:
     gw_admin_stop();
     gw_server_free(g.server);
+    gw_grpc_free(g.grpc);   /* before the upstream: it cancels its generations there */
     gw_upstream_free(g.up);
     gw_ratelimit_free(access.limits);
     if (g.drain_timer) event_free(g.drain_timer);

@@ -12,6 +12,9 @@ fleet_begin() {
     TMP=$(mktemp -d)
     PIDS=""
     passed=0; failed=0
+    # Gateways serve gRPC on 8444 by default, which scripts running side by side would
+    # fight over: off unless a script asks for a port.
+    export CITADEL_GATEWAY_GRPC_PORT=${CITADEL_GATEWAY_GRPC_PORT:-0}
     trap fleet_cleanup EXIT INT TERM
 }
 
