@@ -9,6 +9,12 @@ set -e
 # libjwt for the gateway's JWT bearer tokens; gRPC core (libgrpc-dev) for its gRPC endpoint.
 PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config curl libpcre2-dev libopenblas-dev libhiredis-dev redis-server libjwt-dev libgrpc-dev"
 missing=""
+# The deployment checks (tests/integration/deploy_test.sh): docker-compose validates
+# deploy/docker-compose.yml without a daemon, promtool (package prometheus) checks the
+# Prometheus config and alert rules, python3-yaml and a venv for the Kubernetes schemas,
+# openssl for the certificate and key the gateway is given there.
+# CITADEL_DEPS=build (the image build, docker/) leaves them out.
+[ "${CITADEL_DEPS:-all}" = build ] || PACKAGES="$PACKAGES docker-compose prometheus python3-yaml python3-venv openssl"
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
