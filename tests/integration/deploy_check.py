@@ -434,7 +434,7 @@ def check_metrics(families, scraped_dir):
         for t in p.get("targets", []):
             uses.setdefault("dashboard", set()).update(metric_names_in(t["expr"]))
     want = ["QPS|Requests/s", "Error rate", "Time to first token", "Inter-token latency", "Tokens/s",
-            "GPU utilisation", "Audit consumer lag"]
+            "GPU utilisation", "Audit consumer lag", "Queue time"]
     # Panels and alerts on metrics some services do not export yet are required from
     # the day the sources export them.
     kv = any(n.startswith("citadel_worker_kv_") for n in families)
@@ -455,7 +455,7 @@ def check_metrics(families, scraped_dir):
             check(n in EXTERNAL_METRICS or family_of(n, families), f"{where}: {n} is a metric the services export")
     alert_names = {r.get("alert") for g in alerts["groups"] for r in g["rules"]}
     for a in ["CitadelHighErrorRate", "CitadelHighTTFTP99", "CitadelQueueDepthHigh", "CitadelWorkerDown",
-              "CitadelAuditConsumerLag"] + ["CitadelKvCacheNearlyFull"] * kv + ["CitadelCacheHitRatioLow"] * cache:
+              "CitadelAuditConsumerLag", "CitadelOverloaded"] + ["CitadelKvCacheNearlyFull"] * kv + ["CitadelCacheHitRatioLow"] * cache:
         check(a in alert_names, f"alert {a} exists")
 
 

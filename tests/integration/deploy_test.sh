@@ -54,14 +54,16 @@ PIDS="$PIDS $!"
 CITADEL_SANITIZER_ENDPOINT=tcp://127.0.0.1:$SZ CITADEL_SANITIZER_ADMIN_PORT=$SA \
     "$BIN/citadel-sanitizer" >"$TMP/sanitizer.log" 2>&1 &
 PIDS="$PIDS $!"
-# The gateway as Kubernetes runs it (README, Deployment): its certificate given, its key
-# store a keys.db made by the README's recipe in a directory it cannot write.
-mkdir -p "$TMP/home/keys" "$TMP/tls"
+# The gateway as Kubernetes runs it (README, Deployment; deploy/k8s/gateway.yaml): its
+# certificate given, its key store a keys.db made by the README's recipe in a read-only
+# Secret volume, linked into the keys directory as the init container links it.
+mkdir -p "$TMP/home/keys" "$TMP/tls" "$TMP/secret"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -days 1 \
     -keyout "$TMP/tls/tls.key" -out "$TMP/tls/tls.crt" >/dev/null 2>&1
 key=ck-$(openssl rand -hex 32)
-printf 'admin %s admin\n' "$(printf %s "$key" | sha256sum | cut -d' ' -f1)" > "$TMP/home/keys/keys.db"
-chmod 0555 "$TMP/home/keys"
+printf 'admin %s admin\n' "$(printf %s "$key" | sha256sum | cut -d' ' -f1)" > "$TMP/secret/keys.db"
+chmod 0444 "$TMP/secret/keys.db"; chmod 0555 "$TMP/secret"
+ln -sfn "$TMP/secret/keys.db" "$TMP/home/keys/keys.db"
 CITADEL_HOME=$TMP/home CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GP CITADEL_GATEWAY_ADMIN_PORT=$GA \
     CITADEL_GATEWAY_TLS_CERT=$TMP/tls/tls.crt CITADEL_GATEWAY_TLS_KEY=$TMP/tls/tls.key \
     CITADEL_ROUTER_ENDPOINT=$FE "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
@@ -81,12 +83,12 @@ for pair in router:$RA worker:$WA sanitizer:$SA gateway:$GA; do
     fi
 done
 code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $key" "https://127.0.0.1:$GP/v1/models")
-if [ "$code" = 200 ] && [ "$(ls -A "$TMP/home/keys")" = keys.db ] && [ ! -e "$TMP/home/tls" ]; then
-    ok "gateway with a given certificate and a read-only keys.db (README's recipe) answers the key, writes nothing"
+if [ "$code" = 200 ] && [ -L "$TMP/home/keys/keys.db" ] && [ ! -e "$TMP/home/keys/admin.key" ] && [ ! -e "$TMP/home/tls" ]; then
+    ok "gateway with a given certificate and a linked read-only keys.db (README's recipe) answers the key, makes none"
 else
-    fail "gateway with a given certificate and keys.db: HTTP $code; $(ls "$TMP/home" "$TMP/home/keys" | tr '\n' ' ')"
+    fail "gateway with a given certificate and keys.db: HTTP $code; $(ls -l "$TMP/home" "$TMP/home/keys" | tr '\n' ' ')"
 fi
-chmod 0755 "$TMP/home/keys"
+chmod 0755 "$TMP/secret"
 if bash docker/healthcheck.sh "$RA" && bash docker/healthcheck.sh "$RA" /readyz; then
     ok "healthcheck.sh: a live admin listener is healthy (/healthz, /readyz)"
 else
