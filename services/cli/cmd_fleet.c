@@ -2,7 +2,9 @@
  * machine, each service its own process (fleet.h does the process plumbing).
  *
  *   up      starts citadel-router, N citadel-workers (worker-<i>, admin port 9110+i)
- *           and citadel-gateway, waits until each answers 200 on /readyz, prints how
+ *           and citadel-gateway; with --tp T each worker is a tensor-parallel group
+ *           of T processes (rank 0 is worker-<i>, ranks r > 0 are worker-<i>-r<r>,
+ *           admin ports after the rank-0 ones, meeting in shared memory), waits until each answers 200 on /readyz, prints how
  *           to call it; then stays in the foreground and stops the fleet on Ctrl-C,
  *           or returns at once with --detach (the services keep running).
  *   down    SIGTERMs every service with a pid file (gateway first, so that no new
@@ -34,6 +36,7 @@
 typedef struct up_args {
     char model[FLEET_PATH_MAX];
     int workers;
+    int tp;             /* ranks per worker (tensor parallelism) */
     bool detach;
     double timeout_s;   /* how long to wait for every /readyz */
 } up_args;
@@ -43,7 +46,7 @@ typedef struct up_args {
 typedef struct fleet_plan {
     fleet_service svc[FLEET_MAX_WORKERS + 2];
     int n;
-    char env[FLEET_MAX_WORKERS + 2][5][FLEET_PATH_MAX + 64];
+    char env[FLEET_MAX_WORKERS + 2][8][FLEET_PATH_MAX + 64];
 } fleet_plan;
 
 /* snprintf that may truncate on purpose (paths past FLEET_PATH_MAX are cut, and then
@@ -59,9 +62,11 @@ static void set_text(char *dst, size_t cap, const char *fmt, ...)
 
 static void up_help(void)
 {
-    printf("usage: citadel up [--model FILE] [--workers N] [--detach] [--timeout S]\n"
+    printf("usage: citadel up [--model FILE] [--workers N] [--tp T] [--detach] [--timeout S]\n"
            "  --model FILE   GGUF model for the workers (default $CITADEL_HOME/models/%s)\n"
-           "  --workers N    worker processes (default 1, at most %d)\n"
+           "  --workers N    workers (default 1; workers x tp at most %d processes)\n"
+           "  --tp T         tensor parallelism: each worker is T processes sharing the model\n"
+           "                 (its heads and FFN width must divide by T; default 1)\n"
            "  --detach       return once the fleet is ready and leave it running\n"
            "  --timeout S    seconds to wait for every service to be ready (default 120)\n"
            "State (pids, logs) goes to $CITADEL_HOME/run; CITADEL_HOME defaults to ./var.\n",
@@ -72,10 +77,11 @@ static int parse_up(up_args *a, int argc, char **argv)
 {
     static const struct option options[] = {
         {"model", required_argument, 0, 'm'}, {"workers", required_argument, 0, 'w'},
-        {"detach", no_argument, 0, 'd'}, {"timeout", required_argument, 0, 't'},
+        {"detach", no_argument, 0, 'd'}, {"timeout", required_argument, 0, 't'}, {"tp", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     set_text(a->model, sizeof a->model, "%s/models/%s", fleet_home(), DEFAULT_MODEL_FILE);
     a->workers = 1;
+    a->tp = 1;
     a->timeout_s = 120;
     int opt;
     long n;
@@ -91,6 +97,11 @@ static int parse_up(up_args *a, int argc, char **argv)
                 return cli_usage_error("up", "bad --workers '%s' (1..%d)", optarg, FLEET_MAX_WORKERS);
             a->workers = (int)n;
             break;
+        case 'p':
+            if (!cli_parse_int(optarg, 1, FLEET_MAX_WORKERS, &n))
+                return cli_usage_error("up", "bad --tp '%s' (1..%d)", optarg, FLEET_MAX_WORKERS);
+            a->tp = (int)n;
+            break;
         case 't':
             if (!cli_parse_float(optarg, 1, 3600, &x))
                 return cli_usage_error("up", "bad --timeout '%s'", optarg);
@@ -101,6 +112,9 @@ static int parse_up(up_args *a, int argc, char **argv)
         }
     }
     if (optind < argc) return cli_usage_error("up", "unexpected argument '%s'", argv[optind]);
+    if (a->workers * a->tp > FLEET_MAX_WORKERS)
+        return cli_usage_error("up", "--workers %d x --tp %d is more than %d worker processes", a->workers, a->tp,
+                               FLEET_MAX_WORKERS);
     return 0;
 }
 
@@ -135,25 +149,44 @@ static void plan_env(fleet_plan *p, fleet_service *s, int k, const char *name, c
     s->env[k] = slot;
 }
 
+/* One worker process: rank `rank` of worker i's group (rank 0 is the one the router
+ * knows; a group of one is a plain worker). */
+static void plan_worker(fleet_plan *p, const up_args *a, const char *bin_dir, int i, int rank, long threads)
+{
+    char name[64], buf[FLEET_PATH_MAX];
+    int port = rank == 0 ? WORKER_ADMIN_BASE + i : WORKER_ADMIN_BASE + a->workers + i * (a->tp - 1) + rank - 1;
+    if (rank == 0) snprintf(name, sizeof name, "worker-%d", i);
+    else snprintf(name, sizeof name, "worker-%d-r%d", i, rank);
+    fleet_service *w = plan_add(p, bin_dir, "citadel-worker", name, port);
+    plan_env(p, w, 0, "CITADEL_HOME", fleet_home());
+    snprintf(name, sizeof name, "worker-%d", i);
+    plan_env(p, w, 1, "CITADEL_WORKER_ID", name);
+    plan_env(p, w, 2, "CITADEL_WORKER_MODEL", a->model);
+    snprintf(buf, sizeof buf, "%d", port);
+    plan_env(p, w, 3, "CITADEL_WORKER_ADMIN_PORT", buf);
+    snprintf(buf, sizeof buf, "%ld", threads);
+    plan_env(p, w, 4, "CITADEL_WORKER_THREADS", buf);
+    if (a->tp == 1)
+        return;
+    snprintf(buf, sizeof buf, "%d", a->tp);
+    plan_env(p, w, 5, "CITADEL_WORKER_TP_SIZE", buf);
+    snprintf(buf, sizeof buf, "%d", rank);
+    plan_env(p, w, 6, "CITADEL_WORKER_TP_RANK", buf);
+    /* the group meets in shared memory named after this `citadel up` and the worker */
+    snprintf(buf, sizeof buf, "shm:citadel-%d-worker-%d", (int)getpid(), i);
+    plan_env(p, w, 7, "CITADEL_WORKER_TP_ADDR", buf);
+}
+
 static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
 {
-    char buf[64];
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    long threads = cpus > a->workers ? cpus / a->workers : 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), procs = (long)a->workers * a->tp;
+    long threads = cpus > procs ? cpus / procs : 1;
     p->n = 0;
     fleet_service *r = plan_add(p, bin_dir, "citadel-router", "router", ROUTER_ADMIN_PORT);
     plan_env(p, r, 0, "CITADEL_HOME", fleet_home());
-    for (int i = 0; i < a->workers; i++) {
-        snprintf(buf, sizeof buf, "worker-%d", i);
-        fleet_service *w = plan_add(p, bin_dir, "citadel-worker", buf, WORKER_ADMIN_BASE + i);
-        plan_env(p, w, 0, "CITADEL_HOME", fleet_home());
-        plan_env(p, w, 1, "CITADEL_WORKER_ID", buf);
-        plan_env(p, w, 2, "CITADEL_WORKER_MODEL", a->model);
-        snprintf(buf, sizeof buf, "%d", WORKER_ADMIN_BASE + i);
-        plan_env(p, w, 3, "CITADEL_WORKER_ADMIN_PORT", buf);
-        snprintf(buf, sizeof buf, "%ld", threads);
-        plan_env(p, w, 4, "CITADEL_WORKER_THREADS", buf);
-    }
+    for (int i = 0; i < a->workers; i++)
+        for (int rank = 0; rank < a->tp; rank++)
+            plan_worker(p, a, bin_dir, i, rank, threads);
     fleet_service *g = plan_add(p, bin_dir, "citadel-gateway", "gateway", GATEWAY_ADMIN_PORT);
     plan_env(p, g, 0, "CITADEL_HOME", fleet_home());
 }
@@ -310,7 +343,9 @@ int cmd_up(int argc, char **argv)
             return 1;
         }
     }
-    printf("starting the fleet (%d worker%s, model %s)\n", a.workers, a.workers > 1 ? "s" : "", a.model);
+    printf("starting the fleet (%d worker%s", a.workers, a.workers > 1 ? "s" : "");
+    if (a.tp > 1) printf(" of %d tensor-parallel processes each", a.tp);
+    printf(", model %s)\n", a.model);
     for (int i = 0; i < plan.n; i++) {
         if (fleet_start(&plan.svc[i], run_dir, err, sizeof err)) {
             fprintf(stderr, "citadel up: %s\n", err);

@@ -17,6 +17,14 @@
  *   worker_admin_port  /metrics /healthz /readyz (9110)
  *   worker_drain_seconds  time the running requests get on SIGTERM (30)
  *   worker_adapters_dir   LoRA adapters served as "<model>:<name>" ($CITADEL_HOME/adapters)
+ *   worker_tp_size     ranks of this worker's tensor-parallel group (1: no group)
+ *   worker_tp_rank     this process's rank: 0 serves the router, others follow it
+ *   worker_tp_addr     where the group meets: shm:NAME (one host) or tcp://HOST:PORT
+ *   worker_tp_timeout  longest wait for the slowest rank inside one step (30)
+ *
+ * With worker_tp_size N > 1, N processes with ranks 0..N-1 and the same worker_tp_addr
+ * form one worker (tp_group.h): each loads its share of the model, rank 0 connects to
+ * the router, the others only follow rank 0 and have no router connection.
  */
 #include <errno.h>
 #include <signal.h>
@@ -51,6 +59,13 @@ static const config_setting settings[] = {
     {"worker_drain_seconds", CONFIG_DURATION, "30", "time the running requests get on SIGTERM", .min = 0},
     {"worker_adapters_dir", CONFIG_STRING, "", "LoRA adapters <name>.gguf, served as \"<model>:<name>\" "
      "(empty: $CITADEL_HOME/adapters)", .min = 0},
+    {"worker_tp_size", CONFIG_INT, "1", "tensor-parallel ranks of this worker (1 = the whole model here)", .min = 1,
+     .max = COLLECTIVE_MAX_RANKS},
+    {"worker_tp_rank", CONFIG_INT, "0", "this process's rank: 0 talks to the router, the others follow it", .min = 0,
+     .max = COLLECTIVE_MAX_RANKS - 1},
+    {"worker_tp_addr", CONFIG_STRING, "shm:citadel-tp",
+     "where the group's ranks meet: shm:NAME (one host) or tcp://HOST:PORT (rank 0 binds)", .min = 0},
+    {"worker_tp_timeout", CONFIG_DURATION, "30", "longest wait for the slowest rank inside one step", .min = 0.1},
 };
 
 /* The settings, derived values filled in. */
@@ -60,6 +75,9 @@ typedef struct worker_config {
     int threads, n_ctx, admin_port, max_seqs, step_tokens, max_queued_requests;
     long long max_queued_tokens;
     double drain_seconds;
+    int tp_size, tp_rank;
+    const char *tp_addr;
+    double tp_timeout;
 } worker_config;
 
 /* "dir/name.gguf" -> "name". */
@@ -84,6 +102,10 @@ static void read_config(const config *cfg, worker_config *c)
     c->max_queued_tokens = config_int(cfg, "worker_max_queued_tokens");
     c->admin_port = (int)config_int(cfg, "worker_admin_port");
     c->drain_seconds = config_duration(cfg, "worker_drain_seconds");
+    c->tp_size = (int)config_int(cfg, "worker_tp_size");
+    c->tp_rank = (int)config_int(cfg, "worker_tp_rank");
+    c->tp_addr = config_string(cfg, "worker_tp_addr");
+    c->tp_timeout = config_duration(cfg, "worker_tp_timeout");
     const char *name = config_string(cfg, "worker_model_name");
     if (*name)
         snprintf(c->model_name, sizeof c->model_name, "%s", name);
@@ -104,6 +126,9 @@ static void read_config(const config *cfg, worker_config *c)
 }
 
 static server the_server;
+
+/* How long a rank waits for the rest of its group to start. */
+#define TP_JOIN_TIMEOUT_S 120
 
 static void *connect_dealer(void *ctx, const worker_config *c)
 {
@@ -132,7 +157,10 @@ static void serve(server *s, const worker_config *c, admin_server *admin)
         }
         server_heartbeat_if_due(s, server_now());
         server_drain_socket(s);
-        if (server_run_next(s))
+        bool more = server_run_next(s);
+        if (s->tp_failed)
+            return;   /* the group is broken: exit so that it can be restarted whole */
+        if (more)
             continue;
         if (s->draining) {
             if (shutdown_drain_in_flight(&s->drain) > 0)
@@ -150,11 +178,11 @@ static void serve(server *s, const worker_config *c, admin_server *admin)
 /* Loads the model and settles the context each request gets (worker_ctx 0: the
  * engine's default, min(2048, the training context)), which admission checks
  * prompts against. */
-static engine_model *open_model(worker_config *c)
+static engine_model *open_model(worker_config *c, collective *comm)
 {
     char err[512];
     engine_model *m;
-    if (engine_model_open(&m, c->model_path, err, sizeof err)) {
+    if (engine_model_open_shard(&m, c->model_path, comm, err, sizeof err)) {
         log_msg(LOG_ERROR, "", "cannot load model %s: %s", c->model_path, err);
         return NULL;
     }
@@ -162,6 +190,49 @@ static engine_model *open_model(worker_config *c)
     if (c->n_ctx == 0)
         c->n_ctx = train < 2048 ? train : 2048;
     return m;
+}
+
+/* Rank 0 (or a worker without a group): the router's worker. Returns the exit status. */
+static int lead(const worker_config *c, engine_model *m, engine_batch *batch, tp_group *group,
+                admin_server *admin, metrics_registry *reg)
+{
+    void *ctx = zmq_ctx_new();
+    void *sock = connect_dealer(ctx, c);
+    int rc = 1;
+    if (sock && server_init(&the_server, sock, m, batch, c->max_seqs, c->model_name, c->worker_id, reg) == 0) {
+        the_server.tp = group;
+        server_set_admission(&the_server, &(admission_limits){.max_queued_requests = c->max_queued_requests,
+                                                              .max_queued_tokens = c->max_queued_tokens,
+                                                              .n_ctx = c->n_ctx});
+        server_set_adapter_dir(&the_server, c->adapters_dir);
+        admin_set_ready(admin, true);
+        log_msg(LOG_INFO, "", "worker %s up: model %s (%s), router %s, admin :%d", c->worker_id, c->model_name,
+                c->model_path, c->router, c->admin_port);
+        serve(&the_server, c, admin);
+        rc = the_server.tp_failed ? 1 : 0;
+        if (group && !the_server.tp_failed && tp_group_publish(group, false, true, 0))
+            log_msg(LOG_WARN, "", "could not tell the group to stop: %s", group->err);
+        server_free(&the_server);
+        log_msg(LOG_INFO, "", "worker stopped");
+    }
+    if (sock) zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
+/* Ranks 1..N-1: step with rank 0 until it stops the group (SIGTERM is left to rank 0,
+ * which drains and then says stop). Returns the exit status. */
+static int follow(tp_group *group, engine_model *m, engine_batch *batch, admin_server *admin, const worker_config *c)
+{
+    admin_set_ready(admin, true);
+    log_msg(LOG_INFO, "", "rank %d of tensor-parallel group %s up: model %s, admin :%d, following rank 0",
+            c->tp_rank, c->tp_addr, c->model_path, c->admin_port);
+    if (tp_group_follow(group, m, batch, c->n_ctx)) {
+        log_msg(LOG_ERROR, "", "%s", group->err);
+        return 1;
+    }
+    log_msg(LOG_INFO, "", "rank 0 stopped the group");
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -184,30 +255,29 @@ int main(int argc, char **argv)
     metrics_registry *reg = metrics_registry_new("worker");
     /* The admin listener comes first so /healthz answers while the model loads. */
     admin_server *admin = admin_start(c.admin_port, metrics_write, reg);
-    engine_model *m = admin ? open_model(&c) : NULL;
+    tp_group group;
+    bool grouped = c.tp_size > 1, joined = false;
+    if (admin && grouped) {
+        joined = tp_group_open(&group, c.tp_addr, c.tp_rank, c.tp_size, TP_JOIN_TIMEOUT_S, c.tp_timeout) == 0;
+        if (joined)
+            log_msg(LOG_INFO, "", "rank %d of tensor-parallel group %s (%d ranks) joined", c.tp_rank, c.tp_addr,
+                    c.tp_size);
+        else
+            log_msg(LOG_ERROR, "", "%s", group.err);
+    }
+    engine_model *m = admin && (joined || !grouped) ? open_model(&c, grouped ? group.comm : NULL) : NULL;
     engine_batch *batch = m ? engine_batch_create(m, &(engine_batch_options){
         .n_ctx = c.n_ctx, .max_seqs = c.max_seqs, .step_tokens = c.step_tokens, .n_threads = c.threads}) : NULL;
-    void *ctx = zmq_ctx_new();
-    void *sock = batch ? connect_dealer(ctx, &c) : NULL;
     int rc = 1;
-    if (sock && server_init(&the_server, sock, m, batch, c.max_seqs, c.model_name, c.worker_id, reg) == 0) {
-        server_set_admission(&the_server, &(admission_limits){.max_queued_requests = c.max_queued_requests,
-                                                              .max_queued_tokens = c.max_queued_tokens,
-                                                              .n_ctx = c.n_ctx});
-        server_set_adapter_dir(&the_server, c.adapters_dir);
-        admin_set_ready(admin, true);
-        log_msg(LOG_INFO, "", "worker %s up: model %s (%s), router %s, admin :%d", c.worker_id, c.model_name,
-                c.model_path, c.router, c.admin_port);
-        serve(&the_server, &c, admin);
-        server_free(&the_server);
-        log_msg(LOG_INFO, "", "worker stopped");
-        rc = 0;
-    }
-    if (sock) zmq_close(sock);
-    zmq_ctx_term(ctx);
+    if (batch && grouped && c.tp_rank > 0)
+        rc = follow(&group, m, batch, admin, &c);
+    else if (batch)
+        rc = lead(&c, m, batch, grouped ? &group : NULL, admin, reg);
     admin_stop(admin);
     engine_batch_free(batch);
     engine_model_close(m);
+    if (joined)
+        tp_group_close(&group);
     metrics_registry_free(reg);
     config_free(cfg);
     return rc;

@@ -142,6 +142,11 @@ static int acquire_adapter(server *s, const char *model, const engine_adapter **
     }
     if (name == NULL)
         return 0;
+    if (s->tp) {   /* adapters are whole-model matrices: not yet split over a group's ranks */
+        snprintf(err, errsz, "LoRA adapters are not served by tensor-parallel workers (%.128s)", model);
+        *code = CITADEL__ERROR_CODE__INVALID_ARGUMENT;
+        return -1;
+    }
     switch (adapter_store_acquire(&s->adapters, name, out, err, errsz)) {
     case ADAPTER_OK: return 0;
     case ADAPTER_NOT_FOUND: *code = CITADEL__ERROR_CODE__NOT_FOUND; return -1;
@@ -299,6 +304,21 @@ static void on_request(server *s, const Citadel__GenerateRequest *req)
     request_ended(s);
 }
 
+/* The tensor-parallel group broke (a follower died or timed out): the running requests
+ * end at the next step, and the worker stops so that the whole group restarts. */
+static void tp_fail(server *s)
+{
+    if (!s->tp_failed)
+        log_msg(LOG_ERROR, "", "%s", s->tp->err);
+    s->tp_failed = true;
+}
+
+static void tp_record_cancel(server *s, int slot)
+{
+    if (s->tp && tp_group_record_cancel(s->tp, (uint32_t)slot))
+        tp_fail(s);
+}
+
 static void on_cancel(server *s, const Citadel__Cancel *c)
 {
     int slot = -1;
@@ -307,6 +327,7 @@ static void on_cancel(server *s, const Citadel__Cancel *c)
             slot = i;
     if (slot >= 0) {
         engine_batch_cancel(s->batch, (uint64_t)slot);   /* ends at the next step */
+        tp_record_cancel(s, slot);
     } else if (job_queue_remove(&s->queue, c->request_id)) {
         metrics_counter_inc(s->metrics.requests_cancelled);
         log_msg(LOG_INFO, c->request_id, "cancelled while queued");
@@ -544,6 +565,8 @@ static void admit(server *s, job *j, int slot)
         request_ended(s);
     } else {
         s->n_active++;
+        if (s->tp && tp_group_record_add(s->tp, (uint32_t)slot, seed, j->payload, j->payload_len))
+            tp_fail(s);
     }
     citadel__generate_request__free_unpacked(req, NULL);
 }
@@ -567,6 +590,7 @@ static void expire_deadlines(server *s)
         if (a->used && !a->deadline_passed && a->deadline_unix_ms > 0 && a->deadline_unix_ms <= now_ms) {
             a->deadline_passed = true;
             engine_batch_cancel(s->batch, (uint64_t)i);
+            tp_record_cancel(s, i);
         }
     }
 }
@@ -592,18 +616,25 @@ bool server_run_next(server *s)
     }
     if (s->draining && server_now() > s->drain_deadline)
         for (int i = 0; i < s->max_seqs; i++)
-            if (s->active[i].used)
+            if (s->active[i].used) {
                 engine_batch_cancel(s->batch, (uint64_t)i);
+                tp_record_cancel(s, i);
+            }
     bool was_busy = s->busy;
     s->busy = s->n_active > 0;
     if (s->busy != was_busy || admitted)
         s->next_heartbeat = 0;   /* announce the new load at once */
     if (!s->busy) {
+        if (s->tp && tp_group_keepalive(s->tp, engine_batch_active(s->batch)))
+            tp_fail(s);
         update_gauges(s);
         return false;
     }
     double t0 = server_now();
     metrics_histogram_observe(s->metrics.batch_size, s->n_active);
+    /* the followers step with us: they get this step's admissions and cancels first */
+    if (s->tp && tp_group_publish(s->tp, true, false, engine_batch_active(s->batch)))
+        tp_fail(s);
     engine_batch_step(s->batch);
     metrics_counter_add(s->metrics.busy_seconds, server_now() - t0);
     if (s->n_active == 0) {

@@ -24,6 +24,7 @@
 #include "job_queue.h"
 #include "metrics.h"
 #include "shutdown.h"
+#include "tp_group.h"
 
 /* Why a request was refused without ever running; each is logged and counted in
  * citadel_worker_requests_refused_total{reason} under server_refused_reason(). */
@@ -93,6 +94,8 @@ typedef struct server {
     bool busy;                  /* n_active > 0 */
     bool draining;              /* SIGTERM: refuse new work (drain not accepting), finish the running ones */
     double drain_deadline;      /* past it, the running generations are cancelled */
+    tp_group *tp;               /* rank 0 of a tensor-parallel group, or NULL (tp_group.h) */
+    bool tp_failed;             /* the group broke: stop serving (the caller exits) */
 } server;
 
 /* Registers the metrics in reg (may be NULL: no metrics). Returns 0, or -1 when out of
