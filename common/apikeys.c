@@ -1,6 +1,7 @@
 /* apikeys.c - the API key store (see apikeys.h): SHA-256 hashes and key attributes in a
- * text file, constant-time verification, writers serialised by flock and replacing
- * the file by rename, and the first admin key made on first start. */
+ * text file, verification through a hash index with constant-time comparisons,
+ * writers serialised by flock and replacing the file by rename, and the first admin
+ * key made on first start. */
 #include "apikeys.h"
 
 #include <ctype.h>
@@ -226,6 +227,7 @@ int apikeys_load(apikey_store *st, const char *path, char *err, size_t errsz)
     free(st->keys);
     st->keys = v;
     st->n = n;
+    if (apikeys_reindex(st) != 0) snprintf(err, errsz, "out of memory indexing %s", path);
     st->loaded_mtime = sb.st_mtim;
     st->loaded_ino = sb.st_ino;
     st->loaded_size = sb.st_size;
@@ -250,17 +252,42 @@ const char *apikeys_state(const apikey *k, time_t now)
     return "live";
 }
 
+/* The first index slot for a hash: its first 8 bytes (SHA-256 output is uniform). */
+static size_t home_slot(const uint8_t hash[32], size_t cap)
+{
+    uint64_t h;
+    memcpy(&h, hash, sizeof h);
+    return (size_t)h & (cap - 1);
+}
+
+int apikeys_reindex(apikey_store *st)
+{
+    free(st->index);
+    st->index = NULL;
+    st->index_cap = 0;
+    size_t cap = 16;
+    while (cap < 2 * st->n) cap *= 2;
+    st->index = calloc(cap, sizeof *st->index);
+    if (st->index == NULL) return -1;
+    st->index_cap = cap;
+    for (size_t i = 0; i < st->n; i++) {
+        size_t slot = home_slot(st->keys[i].hash, cap);
+        while (st->index[slot]) slot = (slot + 1) & (cap - 1);
+        st->index[slot] = i + 1;
+    }
+    return 0;
+}
+
 const apikey *apikeys_verify(const apikey_store *st, const char *key, size_t len, time_t now,
                              apikey_status *status)
 {
     uint8_t h[32];
     *status = APIKEY_UNKNOWN;
-    if (apikeys_hash(key, len, h) != 0) return NULL;
+    if (st->index_cap == 0 || apikeys_hash(key, len, h) != 0) return NULL;
     const apikey *found = NULL;
-    for (size_t i = 0; i < st->n; i++) {
-        /* No early exit: every record costs the same whatever matches. */
-        int same = CRYPTO_memcmp(h, st->keys[i].hash, sizeof h) == 0;
-        if (same && found == NULL) found = &st->keys[i];
+    for (size_t slot = home_slot(h, st->index_cap); st->index[slot] && !found; slot = (slot + 1) & (st->index_cap - 1)) {
+        const apikey *k = &st->keys[st->index[slot] - 1];
+        if (CRYPTO_memcmp(h, k->hash, sizeof h) == 0) found = k;
     }
     OPENSSL_cleanse(h, sizeof h);
     if (found == NULL) return NULL;
@@ -508,8 +535,10 @@ int apikeys_bootstrap(apikey_store *st, const char *keys_dir, bool *created, cha
 void apikeys_free(apikey_store *st)
 {
     free(st->keys);
+    free(st->index);
     st->keys = NULL;
-    st->n = 0;
+    st->index = NULL;
+    st->n = st->index_cap = 0;
 }
 
 int apikeys_parse_duration(const char *s, int64_t *seconds)

@@ -54,10 +54,15 @@ typedef struct apikey {
 /* Why a key was accepted or not. */
 typedef enum apikey_status { APIKEY_OK, APIKEY_UNKNOWN, APIKEY_EXPIRED, APIKEY_REVOKED } apikey_status;
 
-/* The loaded keys.db and the identity of the file it came from. */
+/* The loaded keys.db, an index on the key hashes, and the identity of the file it came
+ * from. index is an open-addressing table of index_cap (a power of two, at least twice
+ * n) slots holding 1 + the position in keys of a record, 0 for an empty slot; a
+ * record's first slot is chosen by the first 8 bytes of its hash. */
 typedef struct apikey_store {
     apikey *keys;
     size_t n;
+    size_t *index;
+    size_t index_cap;
     char path[4096];
     struct timespec loaded_mtime;
     ino_t loaded_ino;
@@ -82,9 +87,11 @@ int apikeys_load(apikey_store *st, const char *path, char *err, size_t errsz);
 int apikeys_reload_if_changed(apikey_store *st, char *err, size_t errsz);
 
 /* The record whose hash matches key[0..len) and *status: APIKEY_OK, or why it is
- * refused (unknown, expired at `now`, revoked); NULL unless a record matched. Every
- * record is compared in constant time, all of them always, so timing reveals neither
- * the hash nor which record matched. */
+ * refused (unknown, expired at `now`, revoked); NULL unless a record matched. The hash
+ * is looked up in the index, so the cost does not grow with the number of keys; the
+ * slots probed depend only on the hash of the presented key, which its sender knows
+ * anyway, and every comparison is constant-time, so timing tells nothing about the
+ * stored hashes. */
 const apikey *apikeys_verify(const apikey_store *st, const char *key, size_t len, time_t now,
                              apikey_status *status);
 
@@ -107,6 +114,10 @@ int apikeys_revoke(apikey_store *st, const char *key_id, time_t now, char *err, 
  * keys_dir/admin.key (0600) and its record to keys.db. Then loads keys.db into st.
  * *created tells whether a key was made. Returns 0, or -1 with a message. */
 int apikeys_bootstrap(apikey_store *st, const char *keys_dir, bool *created, char *err, size_t errsz);
+
+/* Rebuilds the index after st->keys was changed by hand (apikeys_load does it).
+ * Returns 0, or -1 when out of memory (verification then finds nothing). */
+int apikeys_reindex(apikey_store *st);
 
 void apikeys_free(apikey_store *st);
 

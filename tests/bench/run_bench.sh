@@ -4,7 +4,7 @@
 # citadel bench on the two reference shapes with random weights (written once into
 # var/bench/), the same ones llama.cpp's reference figures use (shared/golden/README.md),
 # then the real default model when `make model` has fetched it, then the matmul
-# micro-benchmark, the sanitizer's throughput, LoRA training (bench_train.sh), then the fleet end to end (bench_fleet.sh). 2 threads, 128-token
+# micro-benchmark, API key verification, the sanitizer's throughput, LoRA training (bench_train.sh), then the fleet end to end (bench_fleet.sh). 2 threads, 128-token
 # prompt, 64 generated tokens, median of 5 runs.
 # Override with THREADS=, REPS=, PROMPT=, GEN=.
 set -e
@@ -30,6 +30,10 @@ fi
 if [ -x "$build/bench/bench_matmul" ]; then
     echo "== matmul micro-benchmark"
     "$build/bench/bench_matmul" "$threads"
+fi
+if [ -x "$build/bench/bench_apikeys" ]; then
+    echo "== API key verification (the gateway's per-request key check, 1 to 10,000 keys)"
+    "$build/bench/bench_apikeys"
 fi
 if [ -x "$build/bench/bench_sanitize" ]; then
     echo "== sanitizer throughput (one core, 10,000 blocked terms, every detector)"

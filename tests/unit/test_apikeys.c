@@ -1,6 +1,7 @@
 /* test_apikeys.c - the API key store (common/apikeys.c): hashing, key format, the
  * first admin key with mode 0600, attributes through a write and a reload, expiry,
- * revocation, the old three-field lines, malformed lines, durations. */
+ * revocation, the old three-field lines, malformed lines, the hash index with many
+ * keys, durations. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -205,6 +206,35 @@ static void test_old_lines_and_malformed(void **state)
     apikeys_free(&st);
 }
 
+/* The hash index: with many keys every one finds its own record (probe chains cross the
+ * table's end), others find none, and a store with no index finds nothing. */
+static void test_index_many_keys(void **state)
+{
+    (void)state;
+    enum { N = 700 };
+    static char keys[N][APIKEY_LEN + 1];
+    apikey_store st = {.keys = calloc(N, sizeof(apikey)), .n = N};
+    assert_non_null(st.keys);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(apikeys_generate(keys[i]), 0);
+        assert_int_equal(apikeys_hash(keys[i], APIKEY_LEN, st.keys[i].hash), 0);
+        snprintf(st.keys[i].key_id, sizeof st.keys[i].key_id, "k%d", i);
+    }
+    apikey_status status;
+    assert_null(apikeys_verify(&st, keys[0], APIKEY_LEN, 0, &status));   /* not indexed yet */
+    assert_int_equal(apikeys_reindex(&st), 0);
+    assert_true(st.index_cap >= 2 * N);
+    for (int i = 0; i < N; i++) {
+        const apikey *k = apikeys_verify(&st, keys[i], APIKEY_LEN, 0, &status);
+        assert_non_null(k);
+        assert_int_equal(k - st.keys, i);
+    }
+    char other[APIKEY_LEN + 1];
+    assert_int_equal(apikeys_generate(other), 0);
+    assert_null(apikeys_verify(&st, other, APIKEY_LEN, 0, &status));
+    apikeys_free(&st);
+}
+
 static void test_durations(void **state)
 {
     (void)state;
@@ -231,6 +261,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_attributes_roundtrip, make_tmp, remove_tmp),
         cmocka_unit_test_setup_teardown(test_expiry_and_revocation, make_tmp, remove_tmp),
         cmocka_unit_test_setup_teardown(test_old_lines_and_malformed, make_tmp, remove_tmp),
+        cmocka_unit_test(test_index_many_keys),
         cmocka_unit_test(test_durations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
