@@ -498,11 +498,18 @@ int apikeys_bootstrap(apikey_store *st, const char *keys_dir, bool *created, cha
     }
     snprintf(st->path, sizeof st->path, "%s/%s", keys_dir, KEYS_DB_NAME);
     snprintf(keyfile, sizeof keyfile, "%s/%s", keys_dir, ADMIN_KEY_NAME);
+    /* A store that has an admin key is only read: nothing is written or locked, so a
+     * read-only keys directory (a mounted secret) works. */
+    char warn[256] = "";
+    if (apikeys_load(st, st->path, warn, sizeof warn) != 0) {
+        snprintf(err, errsz, "%s", warn);
+        return -1;
+    }
+    if (has_live_admin(st, time(NULL))) return 0;
     /* Two gateways starting at once on one home must not both make a key: the check
      * and the creation are one step under the writers' lock. */
     int lock = lock_store(st->path, err, errsz);
     if (lock < 0) return -1;
-    char warn[256] = "";
     int rc = apikeys_load(st, st->path, warn, sizeof warn);
     if (rc != 0) snprintf(err, errsz, "%s", warn);
     if (rc != 0 || has_live_admin(st, time(NULL))) {

@@ -16,7 +16,9 @@
  *
  * Writers (create, revoke, first start) hold an exclusive flock on keys.db.lock and
  * replace the file by rename, so the CLI and the gateway's /admin/keys may both write
- * and a reader never sees half a file. Readers reload when the file's identity (inode,
+ * and a reader never sees half a file. Readers take no lock and write nothing: a store
+ * that already has a live admin key may sit in a read-only directory (create and
+ * revoke then fail with a message). Readers reload when the file's identity (inode,
  * size, mtime) changes, so a key created or revoked elsewhere takes effect without a
  * restart.
  *
