@@ -42,9 +42,12 @@ AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx51
 FLEET_LIBS  := $(shell pkg-config --libs libzmq libprotobuf-c libevent libevent_pthreads libssl libcrypto 2>/dev/null || echo -lzmq -lprotobuf-c -levent_pthreads -levent -lssl -lcrypto)
 # PCRE2 (with JIT) for common/pii.c, the sanitizer's detectors shared by the service and the CLI.
 PCRE2_LIBS  := $(shell pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8)
-# jansson for common/train_data.c (fine-tuning JSONL).
+# jansson for common/train_data.c (fine-tuning JSONL) and the audit queries; librdkafka
+# (audit events, batch jobs, citadel-kafka-dev's in-memory cluster), hiredis (the
+# router's response cache).
 JANSSON_LIBS := $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
-LDLIBS      := $(FLEET_LIBS) $(PCRE2_LIBS) $(BLAS_LIBS) $(JANSSON_LIBS) -lm -pthread $(SANFLAGS)
+DATA_LIBS   := $(shell pkg-config --libs rdkafka hiredis 2>/dev/null || echo -lrdkafka -lhiredis)
+LDLIBS      := $(FLEET_LIBS) $(PCRE2_LIBS) $(DATA_LIBS) $(BLAS_LIBS) $(JANSSON_LIBS) -lm -pthread $(SANFLAGS)
 
 KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | sort)
 KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)

@@ -5,9 +5,11 @@ set -e
 # The fleet (common/, services/) adds ZeroMQ, protobuf-c (library and protoc-c), OpenSSL,
 # libevent (evhttp for the admin listener and the gateway), pkg-config to find them, curl;
 # PCRE2 (with JIT) for the sanitizer's detectors (common/pii.c); OpenBLAS for training;
-# hiredis and redis-server for the gateway's shared rate limits (tests start their own);
+# hiredis and redis-server for the gateway's shared rate limits and the router's response
+# cache (tests start their own); librdkafka for the audit and batch topics and
+# citadel-kafka-dev's in-memory cluster;
 # libjwt for the gateway's JWT bearer tokens; gRPC core (libgrpc-dev) for its gRPC endpoint.
-PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config curl libpcre2-dev libopenblas-dev libhiredis-dev redis-server libjwt-dev libgrpc-dev"
+PACKAGES="build-essential clang libcmocka-dev python3 python3-pip unzip libevent-dev libjansson-dev libssl-dev libzmq3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config curl libpcre2-dev libopenblas-dev librdkafka-dev libhiredis-dev redis-server libjwt-dev libgrpc-dev"
 missing=""
 # The deployment checks (tests/integration/deploy_test.sh): docker-compose validates
 # deploy/docker-compose.yml without a daemon, promtool (package prometheus) checks the

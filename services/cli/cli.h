@@ -18,6 +18,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_sanitize(int argc, char **argv);   /* cmd_sanitize.c: common/sanitize.h on one text */
 int cmd_keys(int argc, char **argv);       /* cmd_keys.c: API keys (common/apikeys.h) */
 int cmd_train(int argc, char **argv);      /* cmd_train.c: a LoRA fine-tuning job, locally */
+int cmd_audit(int argc, char **argv);      /* cmd_audit.c: verify and query the audit log */
 /* The local fleet (cmd_fleet.c). */
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);

@@ -1,7 +1,9 @@
 /* cmd_fleet.c - `citadel up`, `citadel down`, `citadel status`: the local fleet on one
  * machine, each service its own process (fleet.h does the process plumbing).
  *
- *   up      starts citadel-router, N citadel-workers (worker-<i>, admin port 9110+i)
+ *   up      starts citadel-kafka-dev (the in-memory Kafka; the others start once it has
+ *           written its brokers' addresses to $CITADEL_HOME/run/kafka.bootstrap, where
+ *           they read them), citadel-audit, citadel-router, N citadel-workers (worker-<i>, admin port 9110+i)
  *           and citadel-gateway; with --tp T each worker is a tensor-parallel group
  *           of T processes (rank 0 is worker-<i>, ranks r > 0 are worker-<i>-r<r>,
  *           admin ports after the rank-0 ones, meeting in shared memory), waits until each answers 200 on /readyz, prints how
@@ -26,7 +28,10 @@
 #include "fleet.h"
 
 #define FLEET_MAX_WORKERS 16
+#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 6)
 #define ROUTER_ADMIN_PORT 9101
+#define AUDIT_ADMIN_PORT 9103
+#define KAFKA_DEV_ADMIN_PORT 9105
 #define GATEWAY_ADMIN_PORT 9100
 #define WORKER_ADMIN_BASE 9110
 #define GATEWAY_URL "https://localhost:8443"
@@ -44,9 +49,9 @@ typedef struct up_args {
 /* Per-service environment strings live here so that putenv in the child can point at
  * them; a fleet is started once per process. */
 typedef struct fleet_plan {
-    fleet_service svc[FLEET_MAX_WORKERS + 2];
+    fleet_service svc[FLEET_MAX_SERVICES];
     int n;
-    char env[FLEET_MAX_WORKERS + 2][8][FLEET_PATH_MAX + 64];
+    char env[FLEET_MAX_SERVICES][8][FLEET_PATH_MAX + 64];
 } fleet_plan;
 
 /* snprintf that may truncate on purpose (paths past FLEET_PATH_MAX are cut, and then
@@ -182,6 +187,10 @@ static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN), procs = (long)a->workers * a->tp;
     long threads = cpus > procs ? cpus / procs : 1;
     p->n = 0;
+    fleet_service *k = plan_add(p, bin_dir, "citadel-kafka-dev", "kafka-dev", KAFKA_DEV_ADMIN_PORT);
+    plan_env(p, k, 0, "CITADEL_HOME", fleet_home());
+    fleet_service *au = plan_add(p, bin_dir, "citadel-audit", "audit", AUDIT_ADMIN_PORT);
+    plan_env(p, au, 0, "CITADEL_HOME", fleet_home());
     fleet_service *r = plan_add(p, bin_dir, "citadel-router", "router", ROUTER_ADMIN_PORT);
     plan_env(p, r, 0, "CITADEL_HOME", fleet_home());
     for (int i = 0; i < a->workers; i++)
@@ -194,8 +203,8 @@ static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
 /* Refuses to start over a fleet that is already running (its ports are taken). */
 static bool fleet_running(const char *run_dir)
 {
-    char names[FLEET_MAX_WORKERS + 8][FLEET_NAME_MAX];
-    int n = fleet_list(run_dir, names, FLEET_MAX_WORKERS + 8);
+    char names[FLEET_MAX_SERVICES + 8][FLEET_NAME_MAX];
+    int n = fleet_list(run_dir, names, FLEET_MAX_SERVICES + 8);
     for (int i = 0; i < n; i++) {
         pid_t pid;
         int port;
@@ -217,26 +226,72 @@ static void remove_pid_files(const char *run_dir, const fleet_plan *p)
     }
 }
 
-/* Stops the services in reverse start order: gateway, workers, router. */
+/* Which stop phase a service belongs to: the request path first (0), then the audit
+ * writer (1, once the gateway has handed it its last events), then Kafka and Redis (2,
+ * last: the in-memory Kafka takes what it holds with it). */
+static int stop_phase(const char *name)
+{
+    if (!strcmp(name, "audit")) return 1;
+    if (!strcmp(name, "kafka-dev") || !strcmp(name, "redis")) return 2;
+    return 0;
+}
+
+/* Stops the services phase by phase (stop_phase); returns how many were killed. */
+static int stop_in_phases(char names[][FLEET_NAME_MAX], const pid_t *pids, int n, bool own_children)
+{
+    int killed = 0;
+    for (int phase = 0; phase <= 2; phase++) {
+        pid_t batch[FLEET_MAX_SERVICES + 8];
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (stop_phase(names[i]) == phase && pids[i] > 0)
+                batch[k++] = pids[i];
+        if (k)
+            killed += fleet_stop_pids(batch, k, STOP_TIMEOUT_S, own_children);
+    }
+    return killed;
+}
+
+/* Stops the services in reverse start order, in phases: gateway, workers, router, then
+ * the audit writer, then Kafka. */
 static void stop_plan(const char *run_dir, fleet_plan *p)
 {
-    pid_t pids[FLEET_MAX_WORKERS + 2];
+    pid_t pids[FLEET_MAX_SERVICES];
+    char names[FLEET_MAX_SERVICES][FLEET_NAME_MAX];
     int n = 0;
-    for (int i = p->n - 1; i >= 0; i--)
-        if (p->svc[i].pid > 0)
-            pids[n++] = p->svc[i].pid;
-    int killed = fleet_stop_pids(pids, n, STOP_TIMEOUT_S, true);
+    for (int i = p->n - 1; i >= 0; i--) {
+        memcpy(names[n], p->svc[i].name, FLEET_NAME_MAX);
+        pids[n++] = p->svc[i].pid;
+    }
+    int killed = stop_in_phases(names, pids, n, true);
     if (killed)
         fprintf(stderr, "citadel: %d service(s) did not stop within %.0f s and were killed\n",
                 killed, STOP_TIMEOUT_S);
     remove_pid_files(run_dir, p);
 }
 
+/* Waits until citadel-kafka-dev has written the brokers' addresses that the other
+ * services read at start. Returns 0, or -1 after saying why. */
+static int wait_kafka_bootstrap(const char *run_dir, const fleet_service *kafka, double timeout_s)
+{
+    char path[FLEET_PATH_MAX + 32];
+    set_text(path, sizeof path, "%s/kafka.bootstrap", run_dir);
+    for (double deadline = fleet_now() + timeout_s; fleet_now() < deadline; usleep(100 * 1000)) {
+        if (access(path, R_OK) == 0)
+            return 0;
+        if (!fleet_pid_running(kafka->pid))
+            break;
+    }
+    fprintf(stderr, "citadel up: kafka-dev did not write %s\n", path);
+    fleet_print_log_tail(run_dir, kafka->name, 10);
+    return -1;
+}
+
 /* Waits until every service answers 200 on /readyz. Returns 0, or -1 after telling
  * which one died or was not ready in time. */
 static int wait_ready(const char *run_dir, fleet_plan *p, double timeout_s)
 {
-    bool ready[FLEET_MAX_WORKERS + 2] = {0};
+    bool ready[FLEET_MAX_SERVICES] = {0};
     double deadline = fleet_now() + timeout_s;
     for (int left = p->n; left > 0;) {
         for (int i = 0; i < p->n; i++) {
@@ -282,6 +337,7 @@ static void print_usage_hint(const up_args *a)
            "    -H 'Content-Type: application/json' \\\n"
            "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"What is the capital of France?\"}]}'\n\n",
            GATEWAY_URL, fleet_home(), name);
+    printf("Every request is audited to %s/audit (`citadel audit verify`, `citadel audit query`).\n", fleet_home());
     printf("Stop it with `citadel down`; state and logs are in %s/run.\n", fleet_home());
 }
 
@@ -346,9 +402,16 @@ int cmd_up(int argc, char **argv)
     printf("starting the fleet (%d worker%s", a.workers, a.workers > 1 ? "s" : "");
     if (a.tp > 1) printf(" of %d tensor-parallel processes each", a.tp);
     printf(", model %s)\n", a.model);
+    char bootstrap[FLEET_PATH_MAX + 32];
+    set_text(bootstrap, sizeof bootstrap, "%s/kafka.bootstrap", run_dir);
+    unlink(bootstrap);   /* a stale one from a kafka-dev that was killed */
     for (int i = 0; i < plan.n; i++) {
         if (fleet_start(&plan.svc[i], run_dir, err, sizeof err)) {
             fprintf(stderr, "citadel up: %s\n", err);
+            stop_plan(run_dir, &plan);
+            return 1;
+        }
+        if (!strcmp(plan.svc[i].name, "kafka-dev") && wait_kafka_bootstrap(run_dir, &plan.svc[i], a.timeout_s)) {
             stop_plan(run_dir, &plan);
             return 1;
         }
@@ -366,13 +429,14 @@ int cmd_up(int argc, char **argv)
 }
 
 /* The pids of every service with a pid file, gateway first and router last. */
-static int collect_pids(const char *run_dir, char names[][FLEET_NAME_MAX], int n, pid_t *pids)
+static int collect_pids(const char *run_dir, char names[][FLEET_NAME_MAX], int n, pid_t *pids,
+                        char pid_names[][FLEET_NAME_MAX])
 {
     int k = 0;
     for (int i = n - 1; i >= 0; i--) {
         int port;
         if (fleet_read_pid(run_dir, names[i], &pids[k], &port) == 0)
-            k++;
+            memcpy(pid_names[k++], names[i], FLEET_NAME_MAX);
     }
     return k;
 }
@@ -391,7 +455,8 @@ int cmd_down(int argc, char **argv)
     }
     int n = fleet_list(run_dir, names, 64);
     pid_t pids[64];
-    int k = collect_pids(run_dir, names, n, pids);
+    char pid_names[64][FLEET_NAME_MAX];
+    int k = collect_pids(run_dir, names, n, pids, pid_names);
     int alive = 0;
     for (int i = 0; i < k; i++)
         alive += fleet_pid_alive(pids[i]);
@@ -399,7 +464,7 @@ int cmd_down(int argc, char **argv)
         printf("no fleet running\n");
     else {
         printf("stopping %d service(s)...\n", alive);
-        int killed = fleet_stop_pids(pids, k, STOP_TIMEOUT_S, false);
+        int killed = stop_in_phases(pid_names, pids, k, false);
         if (killed) printf("%d did not stop within %.0f s and were killed\n", killed, STOP_TIMEOUT_S);
         printf("stopped\n");
     }

@@ -245,9 +245,13 @@ int fleet_http_get(int port, const char *path, int timeout_ms, char *body, size_
     return status;
 }
 
-/* Start order: router first, then workers by number, then everything else. */
+/* Start order: the data services (Kafka, Redis, then the audit writer that needs
+ * Kafka), the router, workers by number, then everything else. */
 static int rank(const char *name)
 {
+    if (!strcmp(name, "kafka-dev")) return -3;
+    if (!strcmp(name, "redis")) return -2;
+    if (!strcmp(name, "audit")) return -1;
     if (!strcmp(name, "router")) return 0;
     if (!strncmp(name, "worker-", 7)) return 1;
     return 2;

@@ -106,6 +106,7 @@ static void usage(FILE *out)
             "  sanitize    redact PII and secrets, check blocked terms (the sanitizer's code)\n"
             "  keys        API keys: create, list, revoke (the gateway's key store)\n"
             "  train       fine-tune a LoRA adapter on a JSONL data set\n"
+            "  audit       verify the audit log's hash chain, query its records\n"
             "  up          start the local fleet (router, workers, gateway)\n"
             "  down        stop the local fleet\n"
             "  status      each service of the local fleet: alive or dead, and its health\n"
@@ -128,6 +129,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "sanitize")) return cmd_sanitize(argc - 1, argv + 1);
     if (!strcmp(cmd, "keys")) return cmd_keys(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "audit")) return cmd_audit(argc - 1, argv + 1);
     if (!strcmp(cmd, "up")) return cmd_up(argc - 1, argv + 1);
     if (!strcmp(cmd, "down")) return cmd_down(argc - 1, argv + 1);
     if (!strcmp(cmd, "status")) return cmd_status(argc - 1, argv + 1);

@@ -128,6 +128,22 @@ static void render_histogram(struct evbuffer *b, const char *name, const char *h
                         h->count, name, h->sum, name, h->count);
 }
 
+/* Other modules' metrics (gw_metrics_add_source), rendered after the gateway's own. */
+#define MAX_METRIC_SOURCES 4
+static struct { void (*write)(FILE *, void *); void *arg; } metric_sources[MAX_METRIC_SOURCES];
+
+int gw_metrics_add_source(void (*write)(FILE *out, void *arg), void *arg)
+{
+    for (int i = 0; i < MAX_METRIC_SOURCES; i++) {
+        if (metric_sources[i].write == NULL) {
+            metric_sources[i].write = write;
+            metric_sources[i].arg = arg;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 char *gw_metrics_render(void)
 {
     struct evbuffer *b = evbuffer_new();
@@ -152,6 +168,15 @@ char *gw_metrics_render(void)
     for (int i = 0; i < MAX_ERROR_KINDS && metrics.error_kinds[i]; i++)
         evbuffer_add_printf(b, "citadel_gateway_errors_total{kind=\"%s\"} %lu\n",
                             metrics.error_kinds[i], metrics.error_counts[i]);
+    for (int i = 0; i < MAX_METRIC_SOURCES && metric_sources[i].write; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (f == NULL) continue;
+        metric_sources[i].write(f, metric_sources[i].arg);
+        if (fclose(f) == 0) evbuffer_add(b, text, len);
+        free(text);
+    }
     size_t n = evbuffer_get_length(b);
     char *s = malloc(n + 1);
     if (s != NULL) {

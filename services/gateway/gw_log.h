@@ -10,6 +10,7 @@
 #define CITADEL_GW_LOG_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include <event2/event.h>
 
@@ -40,6 +41,10 @@ void gw_metric_error(const char *kind);
 int gw_admin_start(struct event_base *base, const char *addr, int port, bool (*ready)(void *),
                    void *arg, char *err, unsigned long errsz);
 void gw_admin_stop(void);
+
+/* Adds another module's metrics (Prometheus text written to out), rendered after the
+ * gateway's own on every /metrics. At most 4. Returns 0, or -1 when full. */
+int gw_metrics_add_source(void (*write)(FILE *out, void *arg), void *arg);
 
 /* The metrics in Prometheus text format (malloc'd; for tests and /metrics). */
 char *gw_metrics_render(void);

@@ -50,6 +50,8 @@ typedef struct gw_request {
     int32_t top_logprobs;                       /* alternatives per token, 0..20 */
     char *user;
     int64_t deadline_ms;        /* from the X-Citadel-Deadline-Ms header, not the body; 0: the default */
+    bool cache_skip_lookup;                     /* Cache-Control: no-cache or no-store */
+    bool cache_skip_store;                      /* Cache-Control: no-store */
 } gw_request;
 
 /* A client-facing error: HTTP status and OpenAI's {"error": {...}} fields. param and

@@ -31,6 +31,7 @@
 #include <openssl/rand.h>
 
 #include "gw_admin_keys.h"
+#include "gw_audit.h"
 #include "gw_log.h"
 
 typedef struct gw_conn gw_conn;
@@ -76,7 +77,13 @@ typedef struct gw_call {
     gw_usage usage;
     struct timespec started;
     bool first_token_seen;
+    gw_audit_record audit;             /* emitted by call_end */
 } gw_call;
+
+/* The audit record of the request being admitted (NULL outside handle_request and
+ * on_admission): every reject() on the way emits it with its status, and a call takes
+ * it over. Single-threaded loop, so one at a time. */
+static gw_audit_record *admitting;
 
 /* A generation whose rate-limit answer is still to come from Redis (a few ms at most:
  * the limiter answers locally after its timeout). evhttp does not read a connection
@@ -89,6 +96,7 @@ struct gw_waiting {
     char request_id[40];
     gw_ratelimit_ticket *ticket;
     gw_waiting *prev, *next;
+    gw_audit_record audit;
 };
 
 static int ssl_conn_index = -1;
@@ -166,6 +174,7 @@ static void reject(struct evhttp_request *req, const gw_error *e, const char *re
 {
     send_error(req, e, request_id, close);
     gw_metric_request(e->status, 0);
+    gw_audit_emit(admitting, e->status);
 }
 
 /* ---- connections ---------------------------------------------------------------------- */
@@ -358,6 +367,9 @@ static void call_detach(gw_call *c)
 /* The call is over: count it and free it. */
 static void call_end(gw_call *c, int status)
 {
+    c->audit.prompt_tokens = c->usage.prompt_tokens;
+    c->audit.completion_tokens = c->usage.completion_tokens;
+    gw_audit_emit(&c->audit, status);
     if (c->srv) gw_ratelimit_charge(c->srv->access->limits, &c->who,
                                     c->usage.prompt_tokens + c->usage.completion_tokens);
     gw_metric_request(status, seconds_since(&c->started));
@@ -403,8 +415,16 @@ static void write_sse(gw_call *c, const char *data, size_t len)
     evbuffer_free(b);
 }
 
+/* x-citadel-cache: hit, miss or bypass, as the router said (none without a cache). */
+static void add_cache_header(gw_call *c)
+{
+    if (c->audit.cache[0])
+        evhttp_add_header(evhttp_request_get_output_headers(c->req), "x-citadel-cache", c->audit.cache);
+}
+
 static void start_stream(gw_call *c)
 {
+    add_cache_header(c);
     add_common_headers(c->req, "text/event-stream");
     evhttp_add_header(evhttp_request_get_output_headers(c->req), "X-Accel-Buffering", "no");
     evhttp_send_reply_start(c->req, 200, "OK");
@@ -482,6 +502,7 @@ static void on_whole_event(gw_call *c, const gw_upstream_event *ev)
         call_end(c, 500);
         return;
     }
+    add_cache_header(c);
     send_json(c->req, 200, body, n, false);
     free(body);
     call_end(c, 200);
@@ -497,6 +518,9 @@ static void on_upstream(const gw_upstream_event *ev, void *arg)
             gw_metric_ttft(seconds_since(&c->started));
         }
         if (ev->has_usage) c->usage = ev->usage;
+        c->audit.output_bytes += (long long)ev->text_len;
+        if (ev->cache && ev->cache[0] && !c->audit.cache[0])
+            snprintf(c->audit.cache, sizeof c->audit.cache, "%s", ev->cache);
     }
     if (c->body.stream) on_stream_event(c, ev);
     else on_whole_event(c, ev);
@@ -540,6 +564,20 @@ static int parse_deadline_header(struct evhttp_request *req, int64_t *out, gw_er
     return 0;
 }
 
+/* Cache-Control: no-cache (answer afresh, the answer may be stored) and no-store
+ * (neither look up nor store), as tokens of a comma-separated list. */
+static void parse_cache_control(struct evhttp_request *req, gw_request *body)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), "Cache-Control");
+    for (const char *p = v; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        size_t n = strcspn(p, ", \t");
+        if (n == 8 && strncasecmp(p, "no-cache", 8) == 0) body->cache_skip_lookup = true;
+        if (n == 8 && strncasecmp(p, "no-store", 8) == 0) body->cache_skip_lookup = body->cache_skip_store = true;
+        p += n;
+    }
+}
+
 static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
                             const gw_principal *who, const char *request_id)
 {
@@ -553,12 +591,16 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    gw_audit_set_input(admitting, data, len);
     if (gw_request_parse(kind, data, len, &c->body, &e) != 0 ||
         parse_deadline_header(req, &c->body.deadline_ms, &e) != 0) {
         call_free(c);
         reject(req, &e, request_id, false);
         return;
     }
+    snprintf(admitting->model, sizeof admitting->model, "%s", c->body.model ? c->body.model : "");
+    snprintf(admitting->end_user, sizeof admitting->end_user, "%s", c->body.user ? c->body.user : "");
+    parse_cache_control(req, &c->body);
     if (!gw_principal_may_use_model(&c->who, c->body.model)) {
         gw_error_set(&e, 403, "invalid_request_error", "model", "model_not_allowed",
                      "this key may not use model '%.200s'", c->body.model);
@@ -569,6 +611,7 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
     c->meta = (gw_response_meta){kind, c->response_id, (int64_t)time(NULL), c->body.model,
                                  c->body.stream && c->body.include_usage};
     if (c->body.logprobs && !c->body.stream) c->logprobs = gw_logprobs_acc_new(kind);
+    c->audit = *admitting;   /* from here on the call emits it (reject still emits the admitting one) */
     if (gw_upstream_submit(s->up, &c->body, c->request_id, c->who.key_id, on_upstream, c, &e) != 0) {
         call_free(c);
         reject(req, &e, request_id, false);
@@ -619,7 +662,9 @@ static void on_admission(const gw_rate_decision *d, void *arg)
 {
     gw_waiting *w = arg;
     waiting_unlink(w);
+    admitting = &w->audit;
     admission_decided(w->srv, w->req, w->kind, &w->who, w->request_id, d);
+    admitting = NULL;
     free(w);
 }
 
@@ -634,7 +679,7 @@ static void admit_generation(gw_server *s, struct evhttp_request *req, enum gw_k
         reject(req, gw_error_set(&e, 503, "server_error", NULL, NULL, "out of memory"), request_id, false);
         return;
     }
-    *w = (gw_waiting){.srv = s, .req = req, .kind = kind, .who = *who};
+    *w = (gw_waiting){.srv = s, .req = req, .kind = kind, .who = *who, .audit = *admitting};
     snprintf(w->request_id, sizeof w->request_id, "%s", request_id);
     if (gw_ratelimit_admit(s->access->limits, who, &d, on_admission, w, &w->ticket) == 1) {
         free(w);
@@ -664,6 +709,7 @@ static void handle_models(gw_server *s, struct evhttp_request *req, const gw_pri
     char *body = allowed ? gw_models_body(allowed, n_allowed, (int64_t)time(NULL), &len) : NULL;
     send_json(req, 200, body, body ? len : 0, false);
     gw_metric_request(200, 0);
+    gw_audit_emit(admitting, 200);
     free(body);
     free(allowed);
 }
@@ -685,6 +731,7 @@ static void handle_admin_keys(gw_server *s, struct evhttp_request *req, const ch
     }
     send_json(req, status, out, out_len, false);
     gw_metric_request(status, 0);
+    gw_audit_emit(admitting, status);
     free(out);
 }
 
@@ -698,11 +745,12 @@ static void handle_health(gw_server *s, struct evhttp_request *req)
     gw_metric_request(200, 0);
 }
 
-/* Every request enters here: limits, framing, routing, authentication. */
+static void admit(gw_server *s, struct evhttp_request *req, const char *request_id);
+
+/* Every request enters here: it gets its audit record, then admit() does the rest. */
 static void handle_request(struct evhttp_request *req, void *arg)
 {
     gw_server *s = arg;
-    gw_error e;
     char request_id[40];
     new_request_id(request_id, sizeof request_id);
     gw_conn *conn = conn_of(req);
@@ -712,6 +760,19 @@ static void handle_request(struct evhttp_request *req, void *arg)
     }
     if (conn->header_timer) evtimer_del(conn->header_timer);
     evhttp_request_set_on_complete_cb(req, on_response_complete, conn);
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    gw_audit_record audit;
+    gw_audit_begin(&audit, req, request_id, path ? path : "");
+    admitting = &audit;
+    admit(s, req, request_id);
+    admitting = NULL;
+}
+
+/* Framing, routing, authentication, permissions, then the handler; every way out
+ * answers once and emits the audit record once (admitting). */
+static void admit(gw_server *s, struct evhttp_request *req, const char *request_id)
+{
+    gw_error e;
     if (check_framing(req, &e) != 0) {
         reject(req, &e, request_id, true);
         return;
@@ -720,6 +781,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     if (path == NULL) path = "";
     if (strcmp(path, "/health") == 0 && method == EVHTTP_REQ_GET) {
+        admitting->emitted = true;   /* probes are not API requests: not audited */
         handle_health(s, req);
         return;
     }
@@ -743,6 +805,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
         reject(req, &e, request_id, false);
         return;
     }
+    gw_audit_set_principal(admitting, &who);
     if (!gw_policy_allows(&s->access->policy, who.roles, route->permission)) {
         gw_log(GW_LOG_INFO, request_id, "refused: key_id=%s roles=%s lacks permission %s",
                who.key_id, who.roles, route->permission);

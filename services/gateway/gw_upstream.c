@@ -105,6 +105,8 @@ static uint8_t *pack_request(const gw_request *req, const char *request_id, cons
     m.top_logprobs = req->top_logprobs;
     m.stream = req->stream;
     m.deadline_unix_ms = deadline_unix_ms;
+    m.cache_skip_lookup = req->cache_skip_lookup;
+    m.cache_skip_store = req->cache_skip_store;
     *len = citadel__generate_request__get_packed_size(&m);
     buf = malloc(*len ? *len : 1);
     if (buf) citadel__generate_request__pack(&m, buf);
@@ -339,6 +341,7 @@ static void deliver_chunk(gw_upstream *up, const uint8_t *buf, size_t len)
         .has_usage = m->usage != NULL,
         .usage = {m->usage ? m->usage->prompt_tokens : 0, m->usage ? m->usage->completion_tokens : 0},
         .wire = m,
+        .cache = m->cache ? m->cache : "",
     };
     gw_upstream_fn fn = p->fn;
     void *arg = p->arg;

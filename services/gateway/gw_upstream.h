@@ -42,6 +42,7 @@ typedef struct gw_upstream_event {
     bool has_usage;  gw_usage usage;
     gw_error error;                                 /* GW_UP_ERROR: status, message */
     const struct Citadel__GenerateChunk *wire;      /* GW_UP_CHUNK: the message itself (gRPC relays it) */
+    const char *cache;                              /* first chunk: "hit", "miss", "bypass" or "" */
 } gw_upstream_event;
 
 typedef void (*gw_upstream_fn)(const gw_upstream_event *ev, void *arg);

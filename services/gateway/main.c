@@ -21,6 +21,7 @@
 #include "apikeys.h"
 #include "gw_grpc.h"
 #include "gw_jwt.h"
+#include "gw_audit.h"
 #include "gw_log.h"
 #include "gw_server.h"
 #include "gw_tls.h"
@@ -67,6 +68,9 @@ static setting settings[] = {
     {"jwt-user-claim", "CITADEL_GATEWAY_JWT_USER_CLAIM", "sub", "claim naming the user", NULL},
     {"jwt-leeway-s", "CITADEL_GATEWAY_JWT_LEEWAY_S", "30", "clock slack for exp and nbf", NULL},
     {"log-level", "CITADEL_LOG_LEVEL", "info", "debug, info, warn or error", NULL},
+    {"kafka-brokers", "CITADEL_KAFKA_BROKERS", "", "Kafka for audit events (empty: $CITADEL_HOME/run/kafka.bootstrap; none: audit off)", NULL},
+    {"kafka-options", "CITADEL_KAFKA_OPTIONS", "", "more librdkafka settings, name=value,name=value", NULL},
+    {"audit-queue-max", "CITADEL_GATEWAY_AUDIT_QUEUE_MAX", "100000", "audit events held during a broker outage (beyond: lost, counted)", NULL},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -287,7 +291,7 @@ static size_t split_models(char *s, const char **out, size_t cap)
 static int run(void)
 {
     long port, admin_port, max_body, max_header, header_ms, io_ms, max_conns, router_ms, deadline_ms, drain_ms,
-        retry_after_s, grpc_port;
+        retry_after_s, grpc_port, audit_queue;
     if (get_int("port", 1, 65535, &port) || get_int("admin-port", 0, 65535, &admin_port) ||
         get_int("grpc-port", 0, 65535, &grpc_port) ||
         get_int("max-body-bytes", 1024, 1L << 30, &max_body) ||
@@ -298,7 +302,8 @@ static int run(void)
         get_int("router-timeout-ms", 10, 86400000, &router_ms) ||
         get_int("deadline-ms", 10, 86400000, &deadline_ms) ||
         get_int("retry-after-s", 1, 86400, &retry_after_s) ||
-        get_int("drain-timeout-ms", 0, 86400000, &drain_ms))
+        get_int("drain-timeout-ms", 0, 86400000, &drain_ms) ||
+        get_int("audit-queue-max", 1, 10000000, &audit_queue))
         return 2;
     enum gw_log_level level;
     if (gw_log_parse_level(get("log-level"), &level) != 0) {
@@ -326,6 +331,10 @@ static int run(void)
     char cert_path[4096], key_path[4096];
     SSL_CTX *ctx = setup_tls(home, cert_path, key_path);
     if (ctx == NULL || setup_access(home, &access, &keys, &jwt) != 0) goto out;
+    if (gw_audit_init(get("kafka-brokers"), get("kafka-options"), (int)audit_queue, err, sizeof err) != 0) {
+        gw_log(GW_LOG_ERROR, NULL, "audit: %s", err);
+        goto out;
+    }
     g.base = event_base_new();
     if (g.base == NULL || setup_limits(g.base, &access) != 0) goto out;
     gw_upstream_config ucfg = {get("router"), (int)router_ms, (int)deadline_ms, (int)retry_after_s};
@@ -377,6 +386,7 @@ out:
     gw_jwt_free(jwt);
     apikeys_free(&keys);
     SSL_CTX_free(ctx);
+    gw_audit_shutdown((int)drain_ms);
     gw_log(GW_LOG_INFO, NULL, "stopped");
     return rc;
 }
