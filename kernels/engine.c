@@ -212,7 +212,7 @@ engine_session *engine_session_create(engine_model *m, const engine_session_opti
     if (s == NULL)
         return NULL;
     s->model = m;
-    s->state = llama_state_create(m->llama, o.n_ctx, o.n_batch, o.n_threads);
+    s->state = llama_state_create_kv(m->llama, o.n_ctx, o.n_batch, o.n_threads, o.kv_dtype);
     s->history = malloc(sizeof(int32_t) * (size_t)o.n_ctx);
     s->logits = malloc(sizeof(float) * (size_t)m->llama->hp.n_vocab);
     if (!s->state || !s->history || !s->logits) {

@@ -10,6 +10,11 @@
  *   engine_session  one sequence: its KV cache, thread pool and token history. A
  *                   session remembers the tokens in its cache, so a new prompt that
  *                   begins with them (a multi-turn chat) only computes the new part.
+ *   engine_batch    many sequences at once (continuous batching) over one paged KV
+ *                   cache with a prefix cache shared by all of them.
+ *
+ * KV storage (enum kv_dtype, model/kv_cache.h): KV_F16 (the default), KV_F32 or
+ * KV_Q8_0, named "f16", "f32", "q8_0" by kv_dtype_name() / kv_dtype_parse().
  *
  * A typical use:
  *   engine_model_open(&m, path, err, sizeof err);
@@ -25,6 +30,7 @@
 #include <stdint.h>
 
 #include "gguf/gguf.h"
+#include "model/kv_cache.h"
 #include "sample/sample.h"
 #include "tokenizer/chat_template.h"
 
@@ -89,6 +95,7 @@ typedef struct engine_session_options {
     int n_ctx;      /* positions in the KV cache; 0 -> min(2048, training context) */
     int n_threads;  /* 0 -> the number of online CPUs */
     int n_batch;    /* prompt tokens per forward chunk; 0 -> 256 */
+    enum kv_dtype kv_dtype;   /* KV storage; 0 -> f16 */
 } engine_session_options;
 
 /* NULL on allocation failure. */
@@ -174,7 +181,15 @@ void engine_gen_result_free(engine_gen_result *r);
  * one token of every sequence that is generating, plus prompt chunks of those still
  * reading their prompt, in a single forward pass, so the weights stream from memory
  * once per step however many sequences there are. Sequences join at the next step and
- * leave as they finish. Every sequence gets exactly the tokens it would get alone. */
+ * leave as they finish. Every sequence gets exactly the tokens it would get alone.
+ *
+ * Memory: keys and values live in one paged cache of kv_cache_bytes, in blocks of
+ * kv_block_tokens positions taken as sequences grow and given back when they end. A
+ * prompt that begins with blocks another sequence computed (a shared system prompt, the
+ * earlier turns of a chat) reuses them instead of computing them again. When the blocks
+ * run out, the newest sequences give theirs up (preemption) and are recomputed later
+ * from their prompt and the tokens they had generated: slower, never a failure, and
+ * with the same tokens. */
 typedef struct engine_batch engine_batch;
 
 typedef struct engine_batch_options {
@@ -182,14 +197,33 @@ typedef struct engine_batch_options {
     int max_seqs;     /* sequences at once; 0 -> 16 */
     int step_tokens;  /* tokens per step (decodes first, then prompt chunks); 0 -> 256 */
     int n_threads;    /* 0 -> the number of online CPUs */
+    size_t kv_cache_bytes;    /* the paged cache; 0 -> room for max_seqs full contexts */
+    enum kv_dtype kv_dtype;   /* 0 -> f16 */
+    int kv_block_tokens;      /* positions per block; 0 -> 16 */
 } engine_batch_options;
+
+/* What the batch's cache holds and has done, for metrics. */
+typedef struct engine_batch_stats {
+    int kv_blocks_total;
+    int kv_blocks_used;       /* held by running sequences */
+    int kv_blocks_free;       /* not held: empty, or cached for prefix reuse (below) */
+    int kv_blocks_cached;     /* of the free ones, those holding an indexed prefix */
+    int kv_block_tokens;
+    size_t kv_block_bytes;
+    uint64_t prefix_lookup_tokens;   /* prompt tokens of admitted sequences */
+    uint64_t prefix_hit_tokens;      /* of which came from the prefix cache */
+    uint64_t prefill_tokens;         /* tokens run to read prompts (and to recompute) */
+    uint64_t preemptions;            /* sequences that gave up their blocks */
+    uint64_t evictions;              /* cached blocks reused for new content */
+} engine_batch_stats;
 
 /* Called once per generation when it ends (finished, stopped or cancelled); the result
  * is freed after the call returns. */
 typedef void (*engine_done_fn)(uint64_t id, const engine_gen_result *result, void *user);
 
-/* NULL on allocation failure. */
-engine_batch *engine_batch_create(engine_model *m, const engine_batch_options *opt);
+/* Returns NULL with a message in err when out of memory or when kv_cache_bytes cannot
+ * hold one full context (the message names the least that can). */
+engine_batch *engine_batch_create(engine_model *m, const engine_batch_options *opt, char *err, size_t errsz);
 void engine_batch_free(engine_batch *b);
 
 /* Queues a generation under the caller's id; it starts at the next step. The prompt and
@@ -206,6 +240,9 @@ bool engine_batch_cancel(engine_batch *b, uint64_t id);
  * pass failed (every generation is then ended as cancelled). */
 int engine_batch_step(engine_batch *b);
 int engine_batch_active(const engine_batch *b);
+engine_batch_stats engine_batch_get_stats(const engine_batch *b);
+/* Bytes of cache one position of this model takes with this storage type. */
+size_t engine_kv_bytes_per_token(const engine_model *m, enum kv_dtype dtype);
 
 /* ---- benchmarks and tests ----------------------------------------------------------- */
 

@@ -177,7 +177,12 @@ void dequantize_row(enum tensor_type type, const void *src, float *dst, int64_t 
     const uint16_t *h = src;
     switch (type) {
     case TENSOR_F32: memcpy(dst, src, sizeof(float) * (size_t)n); break;
-    case TENSOR_F16: for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_fp32(h[i]); break;
+    case TENSOR_F16:
+        if (simd_level() >= SIMD_AVX2)
+            fp16_to_fp32_row_avx2(h, dst, n);
+        else
+            for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_fp32(h[i]);
+        break;
     case TENSOR_BF16: for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_fp32(h[i]); break;
     case TENSOR_Q8_0: dequantize_q8_0(src, dst, n); break;
     case TENSOR_Q4_0: dequantize_q4_0(src, dst, n); break;
@@ -325,7 +330,12 @@ int quantize_row(enum tensor_type type, const float *src, void *dst, int64_t n)
     uint16_t *h = dst;
     switch (type) {
     case TENSOR_F32: memcpy(dst, src, sizeof(float) * (size_t)n); return 0;
-    case TENSOR_F16: for (int64_t i = 0; i < n; i++) h[i] = fp32_to_fp16(src[i]); return 0;
+    case TENSOR_F16:
+        if (simd_level() >= SIMD_AVX2)
+            fp32_to_fp16_row_avx2(src, h, n);
+        else
+            for (int64_t i = 0; i < n; i++) h[i] = fp32_to_fp16(src[i]);
+        return 0;
     case TENSOR_BF16: for (int64_t i = 0; i < n; i++) h[i] = fp32_to_bf16(src[i]); return 0;
     case TENSOR_Q8_0: quantize_q8_0(src, dst, n); return 0;
     case TENSOR_Q4_0: quantize_q4_0(src, dst, n); return 0;

@@ -62,6 +62,12 @@ typedef struct { uint16_t d[PACK_ROWS], c[PACK_ROWS]; uint8_t q[PACK_ROWS * QK /
 void packed_gemm_avx2(enum tensor_type type, const void *packed, int g0, int g1, int nb,
                       const block_q8a *x, int T, float *y, size_t y_stride);
 
+/* F16 rows to and from f32 with F16C: exact one way, round to nearest even the other,
+ * the same as the scalar fp16_to_fp32 / fp32_to_fp16 (dequantize_row and quantize_row
+ * use them at the AVX2 level and above). */
+void fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, int64_t n);
+void fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, int64_t n);
+
 /* quantize_row_q8a at these levels (same result as the scalar version: round to
  * nearest, d = max|x|/127). */
 void quantize_row_q8a_avx2(const float *src, block_q8a *dst, int64_t n);

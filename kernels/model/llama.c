@@ -339,17 +339,19 @@ size_t llama_model_weight_bytes(const llama_model *m)
 struct llama_state {
     const llama_model *m;
     threadpool *pool;
-    int n_ctx, max_batch, n_past;
-    float *key_cache;    /* (L, n_ctx, NKV*HS) */
-    float *value_cache;  /* (L, n_ctx, NKV*HS) */
+    int n_ctx, max_batch;
+    kv_cache *own_cache;  /* a session's private cache of n_ctx positions (NULL: workspace) */
+    kv_seq own_seq;       /* the session's sequence in it, all n_ctx positions reserved */
     /* activations of one chunk, each (max_batch, width); a chunk may hold tokens of
      * several sequences (llama_forward_batch): token t belongs to tok_seq[t], at
      * position tok_pos[t] of that sequence */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
-    llama_state **tok_seq;
+    kv_seq **tok_seq;
     int *tok_pos;
+    const llama_lora **tok_lora;   /* the adapter token t runs with, or NULL */
     int scores_len;      /* positions one row of scores holds */
     float *scores;       /* (n_threads, scores_len) attention weights, one row per thread */
+    float *kv_rows;      /* (n_threads, KV_MAX_BLOCK_TOKENS * HS) one block's keys or values as f32 */
     float *rope_cos, *rope_sin;  /* (max_batch, n_rot/2) */
     float *logits_rows;  /* batches: the logits rows before they go to their sequences */
     size_t logits_rows_cap;
@@ -374,17 +376,34 @@ static int alloc_activations(llama_state *s, int n_threads)
     s->up = malloc(sizeof(float) * B * hp->ffn_dim);
     s->tok_seq = malloc(sizeof(*s->tok_seq) * B);
     s->tok_pos = malloc(sizeof(*s->tok_pos) * B);
+    s->tok_lora = calloc(B, sizeof(*s->tok_lora));
     s->scores = malloc(sizeof(float) * (size_t)n_threads * s->scores_len);
     s->rope_cos = malloc(sizeof(float) * B * (hp->n_rot / 2));
     s->rope_sin = malloc(sizeof(float) * B * (hp->n_rot / 2));
+    s->kv_rows = malloc(sizeof(float) * (size_t)n_threads * KV_MAX_BLOCK_TOKENS * hp->head_dim);
     return s->x && s->xn && s->q && s->k && s->v && s->att && s->gate && s->up && s->tok_seq &&
-                   s->tok_pos && s->scores && s->rope_cos && s->rope_sin
+                   s->tok_pos && s->tok_lora && s->scores && s->rope_cos && s->rope_sin && s->kv_rows
                ? 0 : -1;
 }
 
-llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, int n_threads)
+kv_cache_shape llama_kv_shape(const llama_model *m, enum kv_dtype dtype, int block_tokens)
 {
-    const llama_hparams *hp = &m->hp;
+    return (kv_cache_shape){.n_layers = m->hp.n_layers, .n_kv_heads = m->hp.n_kv_heads,
+                            .head_dim = m->hp.head_dim, .block_tokens = block_tokens, .dtype = dtype};
+}
+
+/* Whether the cache holds what this model's attention reads and writes. */
+static bool kv_fits_model(const llama_model *m, const kv_cache *c)
+{
+    const kv_cache_shape *have = kv_cache_get_shape(c);
+    kv_cache_shape want = llama_kv_shape(m, have->dtype, have->block_tokens);
+    return have->n_layers == want.n_layers && have->n_kv_heads == want.n_kv_heads &&
+           have->head_dim == want.head_dim;
+}
+
+llama_state *llama_state_create_kv(const llama_model *m, int n_ctx, int max_batch, int n_threads,
+                                   enum kv_dtype dtype)
+{
     if (n_ctx <= 0 || max_batch <= 0 || n_threads <= 0)
         return NULL;
     llama_state *s = calloc(1, sizeof *s);
@@ -393,15 +412,23 @@ llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, 
     s->m = m;
     s->n_ctx = s->scores_len = n_ctx;
     s->max_batch = max_batch;
-    size_t kvd = (size_t)hp->n_kv_heads * hp->head_dim;
     s->pool = threadpool_create(n_threads);
-    s->key_cache = malloc(sizeof(float) * (size_t)hp->n_layers * n_ctx * kvd);
-    s->value_cache = malloc(sizeof(float) * (size_t)hp->n_layers * n_ctx * kvd);
-    if (!s->pool || !s->key_cache || !s->value_cache || alloc_activations(s, n_threads)) {
+    /* a session is one sequence: its cache is exactly its context, all reserved */
+    kv_cache_shape shape = llama_kv_shape(m, dtype, KV_DEFAULT_BLOCK_TOKENS);
+    char err[128];
+    s->own_cache = kv_cache_create(&shape, (n_ctx + shape.block_tokens - 1) / shape.block_tokens, err, sizeof err);
+    if (s->own_cache)
+        kv_seq_init(&s->own_seq, s->own_cache);
+    if (!s->pool || !s->own_cache || kv_seq_reserve(&s->own_seq, n_ctx) || alloc_activations(s, n_threads)) {
         llama_state_free(s);
         return NULL;
     }
     return s;
+}
+
+llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, int n_threads)
+{
+    return llama_state_create_kv(m, n_ctx, max_batch, n_threads, KV_F16);
 }
 
 llama_state *llama_workspace_create(const llama_model *m, int max_ctx, int max_batch, int n_threads)
@@ -427,8 +454,10 @@ void llama_state_free(llama_state *s)
     if (s == NULL)
         return;
     threadpool_free(s->pool);
-    free(s->key_cache);
-    free(s->value_cache);
+    if (s->own_cache)
+        kv_seq_release(&s->own_seq);
+    kv_cache_free(s->own_cache);
+    free(s->kv_rows);
     free(s->x);
     free(s->xn);
     free(s->q);
@@ -442,6 +471,7 @@ void llama_state_free(llama_state *s)
     free(s->rope_sin);
     free(s->tok_seq);
     free(s->tok_pos);
+    free(s->tok_lora);
     free(s->logits_rows);
     free(s->lora_tmp);
     free(s);
@@ -452,12 +482,12 @@ const llama_lora *llama_state_lora(const llama_state *s) { return s->lora; }
 
 /* Grows the workspace's adapter scratch to the largest rank among the chunk's
  * sequences. Returns 0, or -1 when out of memory. */
-static int lora_scratch(llama_state *work, llama_state *const *seqs, int n)
+static int lora_scratch(llama_state *work, int T)
 {
     int rank = 0;
-    for (int i = 0; i < n; i++)
-        if (seqs[i]->lora && seqs[i]->lora->rank > rank)
-            rank = seqs[i]->lora->rank;
+    for (int t = 0; t < T; t++)
+        if (work->tok_lora[t] && work->tok_lora[t]->rank > rank)
+            rank = work->tok_lora[t]->rank;
     if (rank <= work->lora_tmp_rank)
         return 0;
     float *tmp = malloc(sizeof(float) * (size_t)work->max_batch * rank);
@@ -470,13 +500,12 @@ static int lora_scratch(llama_state *work, llama_state *const *seqs, int n)
 }
 
 int llama_state_n_ctx(const llama_state *s) { return s->n_ctx; }
-int llama_state_n_past(const llama_state *s) { return s->n_past; }
+int llama_state_n_past(const llama_state *s) { return s->own_seq.n_tokens; }
 threadpool *llama_state_pool(llama_state *s) { return s->pool; }
 
 void llama_state_truncate(llama_state *s, int n_past)
 {
-    if (n_past >= 0 && n_past < s->n_past)
-        s->n_past = n_past;
+    kv_seq_truncate(&s->own_seq, n_past);
 }
 
 /* ---- layers ----------------------------------------------------------------------- */
@@ -545,11 +574,13 @@ static void rope_forward(llama_state *s, float *x, int T, int n_heads)
     }
 }
 
-/* Attention of one (token, head) pair over the cache, written to s->att.
+/* Attention of one (token, head) pair over its sequence's cache, written to s->att.
+ * The keys and values are read block by block through the sequence's block table.
  *
- * Keys, values, the query and the attention weights pass through half precision on
- * their way in, as llama.cpp's default f16 KV cache makes them: the reference logits
- * (tests/data) carry that rounding, and matching it halves the gap to them. */
+ * With the f16 cache, keys and values are stored in half precision, and the query and
+ * the attention weights pass through it too, as llama.cpp's default f16 KV cache makes
+ * them: the reference logits (tests/data) carry that rounding, and matching it halves
+ * the gap to them. The f32 and q8_0 caches keep the query and weights in f32. */
 typedef struct attention_job {
     llama_state *s;      /* the chunk's activations */
     int layer;
@@ -576,20 +607,28 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
     attention_job *job = ctx;
     llama_state *s = job->s;
     const llama_hparams *hp = &s->m->hp;
-    int NH = hp->n_heads, HS = hp->head_dim, kvd = hp->n_kv_heads * HS;
+    int NH = hp->n_heads, HS = hp->head_dim;
     int t = task / NH, h = task % NH, kvh = h / (NH / hp->n_kv_heads);
-    const llama_state *seq = s->tok_seq[t];
-    int n_keys = s->tok_pos[t] + 1;  /* causal: this token and every one before it */
-    const float *keys = seq->key_cache + (size_t)job->layer * seq->n_ctx * kvd + (size_t)kvh * HS;
-    const float *values = seq->value_cache + (size_t)job->layer * seq->n_ctx * kvd + (size_t)kvh * HS;
+    const kv_seq *seq = s->tok_seq[t];
+    const kv_cache_shape *shape = kv_cache_get_shape(seq->cache);
+    int BT = shape->block_tokens, n_keys = s->tok_pos[t] + 1;  /* causal: this token and every one before it */
+    bool half = shape->dtype == KV_F16;
     float *scores = s->scores + (size_t)thread * s->scores_len;
+    float *rows = s->kv_rows + (size_t)thread * KV_MAX_BLOCK_TOKENS * HS;
     float q[LLAMA_MAX_HEAD_DIM];
-    for (int i = 0; i < HS; i++)
-        q[i] = round_to_half(s->q[((size_t)t * NH + h) * HS + i]);
+    for (int i = 0; i < HS; i++) {
+        float x = s->q[((size_t)t * NH + h) * HS + i];
+        q[i] = half ? round_to_half(x) : x;
+    }
     float scale = 1.0f / sqrtf((float)HS), max = -INFINITY;
-    for (int p = 0; p < n_keys; p++) {
-        scores[p] = vec_dot(TENSOR_F32, keys + (size_t)p * kvd, q, NULL, HS) * scale;
-        if (scores[p] > max) max = scores[p];
+    for (int b = 0, p0 = 0; p0 < n_keys; b++, p0 += BT) {
+        int n = n_keys - p0 < BT ? n_keys - p0 : BT;
+        const float *keys = kv_seq_rows(seq, b, job->layer, kvh, false, n, rows);
+        for (int j = 0; j < n; j++) {
+            float sc = vec_dot(TENSOR_F32, keys + (size_t)j * HS, q, NULL, HS) * scale;
+            scores[p0 + j] = sc;
+            if (sc > max) max = sc;
+        }
     }
     float sum = 0.0f;
     for (int p = 0; p < n_keys; p++) {
@@ -598,28 +637,26 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
     }
     float *out = s->att + ((size_t)t * NH + h) * HS;
     memset(out, 0, sizeof(float) * HS);
-    for (int p = 0; p < n_keys; p++) {
-        const float *v = values + (size_t)p * kvd;
-        float w = round_to_half(scores[p] / sum);
-        for (int i = 0; i < HS; i++)
-            out[i] += w * v[i];
+    for (int b = 0, p0 = 0; p0 < n_keys; b++, p0 += BT) {
+        int n = n_keys - p0 < BT ? n_keys - p0 : BT;
+        const float *values = kv_seq_rows(seq, b, job->layer, kvh, true, n, rows);
+        for (int j = 0; j < n; j++) {
+            const float *v = values + (size_t)j * HS;
+            float w = scores[p0 + j] / sum;
+            if (half) w = round_to_half(w);
+            for (int i = 0; i < HS; i++)
+                out[i] += w * v[i];
+        }
     }
 }
 
-/* Appends each token's key and value to its sequence's cache, then attends. */
+/* Writes each token's key and value into its sequence's cache, then attends. */
 static void attention_forward(llama_state *s, int layer, int T)
 {
     const llama_hparams *hp = &s->m->hp;
     size_t kvd = (size_t)hp->n_kv_heads * hp->head_dim;
-    for (int t = 0; t < T; t++) {
-        llama_state *seq = s->tok_seq[t];
-        float *kc = seq->key_cache + ((size_t)layer * seq->n_ctx + s->tok_pos[t]) * kvd;
-        float *vc = seq->value_cache + ((size_t)layer * seq->n_ctx + s->tok_pos[t]) * kvd;
-        for (size_t i = 0; i < kvd; i++) {
-            kc[i] = round_to_half(s->k[(size_t)t * kvd + i]);
-            vc[i] = round_to_half(s->v[(size_t)t * kvd + i]);
-        }
-    }
+    for (int t = 0; t < T; t++)
+        kv_cache_store(s->tok_seq[t], layer, s->tok_pos[t], s->k + (size_t)t * kvd, s->v + (size_t)t * kvd);
     attention_job job = {s, layer};
     threadpool_run(s->pool, attention_task, &job, T * hp->n_heads);
 }
@@ -652,8 +689,8 @@ static void mm(llama_state *s, float *y, const float *x, int T, const llama_weig
 static void lora_add(llama_state *s, int layer, enum lora_target target, float *y, const float *x, int T)
 {
     for (int t = 0, end; t < T; t = end) {
-        const llama_lora *a = s->tok_seq[t]->lora;
-        for (end = t + 1; end < T && s->tok_seq[end]->lora == a;)
+        const llama_lora *a = s->tok_lora[t];
+        for (end = t + 1; end < T && s->tok_lora[end] == a;)
             end++;
         const lora_matrix *lm = a ? &a->m[(size_t)layer * LORA_N_TARGETS + target] : NULL;
         if (lm && lm->a)
@@ -729,12 +766,13 @@ static int chunk_forward(llama_state *s, const int32_t *tokens, int T)
     return 0;
 }
 
-static bool tokens_valid(const llama_state *seq, const int32_t *tokens, int n)
+/* n > 0 tokens, each in the vocabulary. */
+static bool tokens_valid(const llama_model *m, const int32_t *tokens, int n)
 {
-    if (n <= 0 || n > seq->n_ctx - seq->n_past)
+    if (n <= 0)
         return false;
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= seq->m->hp.n_vocab)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
             return false;
     return true;
 }
@@ -742,17 +780,22 @@ static bool tokens_valid(const llama_state *seq, const int32_t *tokens, int n)
 int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, bool all_logits)
 {
     int V = s->m->hp.n_vocab;
-    if (!tokens_valid(s, tokens, n) || lora_scratch(s, &s, 1))
+    kv_seq *seq = &s->own_seq;
+    if (s->own_cache == NULL || !tokens_valid(s->m, tokens, n) || n > s->n_ctx - seq->n_tokens)
+        return -1;
+    for (int t = 0; t < s->max_batch; t++)
+        s->tok_lora[t] = s->lora;
+    if (lora_scratch(s, s->max_batch))
         return -1;
     for (int done = 0; done < n;) {
         int T = n - done < s->max_batch ? n - done : s->max_batch;
         for (int t = 0; t < T; t++) {
-            s->tok_seq[t] = s;
-            s->tok_pos[t] = s->n_past + t;
+            s->tok_seq[t] = seq;
+            s->tok_pos[t] = seq->n_tokens + t;
         }
         if (chunk_forward(s, tokens + done, T))
             return -1;
-        s->n_past += T;
+        seq->n_tokens += T;
         if (logits && (all_logits || done + T == n)) {
             int rows[T], n_rows = 0;  /* T <= max_batch: a few hundred ints */
             for (int t = all_logits ? 0 : T - 1; t < T; t++)
@@ -780,11 +823,12 @@ int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_se
     int T = 0, n_rows = 0, V = work->m->hp.n_vocab;
     for (int i = 0; i < n_seqs; i++) {
         const llama_batch_seq *b = &seqs[i];
-        if (b->seq->m != work->m || !tokens_valid(b->seq, b->tokens, b->n) ||
-            b->seq->n_ctx > work->scores_len || T + b->n > work->max_batch)
+        if (!kv_fits_model(work->m, b->kv->cache) || !tokens_valid(work->m, b->tokens, b->n) ||
+            b->kv->n_tokens + b->n > work->scores_len || kv_seq_spare(b->kv) < b->n ||
+            T + b->n > work->max_batch)
             return -1;
         for (int j = 0; j < i; j++)
-            if (seqs[j].seq == b->seq)
+            if (seqs[j].kv == b->kv)
                 return -1;  /* one entry per sequence: its tokens are consecutive positions */
         T += b->n;
     }
@@ -793,8 +837,9 @@ int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_se
     for (int i = 0, t = 0; i < n_seqs; i++) {
         for (int j = 0; j < seqs[i].n; j++, t++) {
             tokens[t] = seqs[i].tokens[j];
-            work->tok_seq[t] = seqs[i].seq;
-            work->tok_pos[t] = seqs[i].seq->n_past + j;
+            work->tok_seq[t] = seqs[i].kv;
+            work->tok_lora[t] = seqs[i].lora;
+            work->tok_pos[t] = seqs[i].kv->n_tokens + j;
         }
         if (seqs[i].logits)
             rows[n_rows++] = t - 1;
@@ -802,12 +847,12 @@ int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_se
     if (T == 0)
         return 0;
     float *staged = n_rows ? logits_staging(work, (size_t)n_rows * V) : NULL;
-    if ((n_rows && staged == NULL) || lora_scratch(work, work->tok_seq, T))
+    if ((n_rows && staged == NULL) || lora_scratch(work, T))
         return -1;
     if (chunk_forward(work, tokens, T))
         return -1;
     for (int i = 0; i < n_seqs; i++)
-        seqs[i].seq->n_past += seqs[i].n;
+        seqs[i].kv->n_tokens += seqs[i].n;
     if (n_rows == 0)
         return 0;
     logits_forward(work, rows, n_rows, staged);

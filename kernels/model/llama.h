@@ -9,7 +9,9 @@
  *
  * A llama_model is read-only once loaded (weights stay in the file mapping) and can be
  * shared; a llama_state is one sequence's KV cache and scratch, used by one thread of
- * control at a time (the forward pass itself fans out over the thread pool).
+ * control at a time (the forward pass itself fans out over the thread pool). Keys and
+ * values live in a paged cache (model/kv_cache.h): a session's state has a private one
+ * of n_ctx positions; a batch's sequences share one pool through their block tables.
  */
 #ifndef CITADEL_LLAMA_H
 #define CITADEL_LLAMA_H
@@ -21,6 +23,7 @@
 #include "cpu/threadpool.h"
 #include "cpu/matmul.h"
 #include "gguf/gguf.h"
+#include "model/kv_cache.h"
 
 struct collective;   /* parallel/collective.h */
 
@@ -89,12 +92,19 @@ int llama_model_load_shard(llama_model **out, const gguf_file *f, struct collect
                            size_t errsz);
 void llama_model_free(llama_model *m);
 
-/* One sequence: its KV cache (n_ctx positions, f32) and the activations of a chunk of
+/* The shape of the KV cache the model's attention reads: its layers, head size and the
+ * KV heads this process computes. */
+kv_cache_shape llama_kv_shape(const llama_model *m, enum kv_dtype dtype, int block_tokens);
+
+/* One sequence: its KV cache (n_ctx positions, f16) and the activations of a chunk of
  * up to max_batch tokens. */
 typedef struct llama_state llama_state;
 
 /* NULL on allocation failure. */
 llama_state *llama_state_create(const llama_model *m, int n_ctx, int max_batch, int n_threads);
+/* The same with the cache's storage type chosen. */
+llama_state *llama_state_create_kv(const llama_model *m, int n_ctx, int max_batch, int n_threads,
+                                   enum kv_dtype dtype);
 void llama_state_free(llama_state *s);
 int llama_state_n_ctx(const llama_state *s);
 int llama_state_n_past(const llama_state *s);    /* positions filled in the cache */
@@ -121,21 +131,25 @@ int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, b
  * sequences it may serve. NULL on allocation failure; free with llama_state_free. */
 llama_state *llama_workspace_create(const llama_model *m, int max_ctx, int max_batch, int n_threads);
 
-/* One sequence's part of a batch: n tokens appended at its positions n_past.. ; the
- * logits of its last token go to logits (V floats) unless that is NULL. */
+/* One sequence's part of a batch: n tokens written at its positions kv->n_tokens.. ;
+ * the logits of its last token go to logits (V floats) unless that is NULL. lora is
+ * the sequence's adapter (NULL: the base model), as llama_state_set_lora says. */
 typedef struct llama_batch_seq {
-    llama_state *seq;
+    kv_seq *kv;
     const int32_t *tokens;
     int n;
     float *logits;
+    const struct llama_lora *lora;
 } llama_batch_seq;
 
 /* Runs the tokens of several sequences in one pass over the weights (the matrix
- * products see all of them at once; attention reads each token's own cache), using
- * work's buffers and pool. At most one entry per sequence; the total must fit work's
- * max_batch and each sequence's tokens its context. Each sequence gets exactly the
- * logits and cache it would get alone (the kernels compute every token independently).
- * Returns 0, or -1 when the batch does not fit or holds a bad id. */
+ * products see all of them at once; attention reads each token's own sequence through
+ * its block table), using work's buffers and pool. At most one entry per sequence; the
+ * total must fit work's max_batch, each sequence's blocks must already hold room for its
+ * tokens (kv_seq_reserve) within work's max_ctx, and its cache must have the model's
+ * shape (llama_kv_shape). Advances each kv->n_tokens by n. Each sequence gets exactly
+ * the logits and cache it would get alone (the kernels compute every token
+ * independently). Returns 0, or -1 when the batch does not fit or holds a bad id. */
 int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_seqs);
 
 /* Bytes of weights read per generated token (for bandwidth figures). */

@@ -118,19 +118,19 @@ static bool count_token(const engine_token_event *ev, void *user)
 static void run_parallel(engine_model *m, const bench_args *a, const int32_t *ids)
 {
     int N = (int)a->parallel, P = a->prompt_tokens > 0 ? (int)a->prompt_tokens : 1, G = (int)a->gen_tokens;
+    char err[256];
     engine_batch *b = engine_batch_create(m, &(engine_batch_options){
-        .n_ctx = P + G + 16, .max_seqs = N, .n_threads = (int)a->threads});
+        .n_ctx = P + G + 16, .max_seqs = N, .n_threads = (int)a->threads}, err, sizeof err);
     stream_clock *clocks = calloc((size_t)N, sizeof *clocks);
     double *ttft = calloc((size_t)N, sizeof *ttft);
     if (!b || !clocks || !ttft) {
-        fprintf(stderr, "citadel bench: out of memory for --parallel %d\n", N);
+        fprintf(stderr, "citadel bench: --parallel %d: %s\n", N, b ? "out of memory" : err);
         goto out;
     }
     engine_gen_params p = engine_default_gen_params();
     p.sampling.temperature = 0;
     p.max_tokens = G;
     p.ignore_eos = true;
-    char err[256];
     double t0 = now_seconds();
     for (int i = 0; i < N; i++) {
         clocks[i].start = t0;

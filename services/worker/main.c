@@ -14,6 +14,9 @@
  *   worker_max_queued_requests  requests that may wait for a batch slot (256); beyond:
  *                      Error OVERLOADED (the gateway's 503 with Retry-After)
  *   worker_max_queued_tokens    prompt tokens those may hold in all (0: no bound; 65536)
+ *   worker_kv_cache_mb the paged KV cache shared by the batch, MiB (256; 0: max_seqs
+ *                      full contexts); at least one full context
+ *   worker_kv_dtype    KV storage: f16, f32 or q8_0 (f16)
  *   worker_admin_port  /metrics /healthz /readyz (9110)
  *   worker_drain_seconds  time the running requests get on SIGTERM (30)
  *   worker_adapters_dir   LoRA adapters served as "<model>:<name>" ($CITADEL_HOME/adapters)
@@ -55,6 +58,9 @@ static const config_setting settings[] = {
      .min = 1, .max = JOB_QUEUE_MAX},
     {"worker_max_queued_tokens", CONFIG_INT, "65536",
      "prompt tokens the waiting requests may hold (0 = no bound; beyond: overloaded)", .min = 0, .max = 1LL << 40},
+    {"worker_kv_cache_mb", CONFIG_INT, "256", "paged KV cache shared by the batch, MiB (0 = max_seqs full contexts)",
+     .min = 0, .max = 1 << 20},
+    {"worker_kv_dtype", CONFIG_STRING, "f16", "KV cache storage: f16, f32 or q8_0", .min = 0},
     {"worker_admin_port", CONFIG_INT, "9110", "admin HTTP port: /metrics /healthz /readyz", .min = 1, .max = 65535},
     {"worker_drain_seconds", CONFIG_DURATION, "30", "time the running requests get on SIGTERM", .min = 0},
     {"worker_adapters_dir", CONFIG_STRING, "", "LoRA adapters <name>.gguf, served as \"<model>:<name>\" "
@@ -74,6 +80,8 @@ typedef struct worker_config {
     char model_name[256], worker_id[128], adapters_dir[512];
     int threads, n_ctx, admin_port, max_seqs, step_tokens, max_queued_requests;
     long long max_queued_tokens;
+    size_t kv_cache_bytes;
+    const char *kv_dtype;
     double drain_seconds;
     int tp_size, tp_rank;
     const char *tp_addr;
@@ -100,6 +108,8 @@ static void read_config(const config *cfg, worker_config *c)
     c->step_tokens = (int)config_int(cfg, "worker_step_tokens");
     c->max_queued_requests = (int)config_int(cfg, "worker_max_queued_requests");
     c->max_queued_tokens = config_int(cfg, "worker_max_queued_tokens");
+    c->kv_cache_bytes = (size_t)config_int(cfg, "worker_kv_cache_mb") << 20;
+    c->kv_dtype = config_string(cfg, "worker_kv_dtype");
     c->admin_port = (int)config_int(cfg, "worker_admin_port");
     c->drain_seconds = config_duration(cfg, "worker_drain_seconds");
     c->tp_size = (int)config_int(cfg, "worker_tp_size");
@@ -173,6 +183,28 @@ static void serve(server *s, const worker_config *c, admin_server *admin)
         if (zmq_poll(items, 2, ms > 200 ? 200 : ms) < 0 && errno != EINTR)
             return;
     }
+}
+
+/* The batch over the model with its paged KV cache, or NULL after logging why. */
+static engine_batch *create_batch(engine_model *m, const worker_config *c)
+{
+    char err[512];
+    enum kv_dtype dtype;
+    if (kv_dtype_parse(c->kv_dtype, &dtype)) {
+        log_msg(LOG_ERROR, "", "worker_kv_dtype '%s' is none of f16, f32, q8_0", c->kv_dtype);
+        return NULL;
+    }
+    engine_batch *b = engine_batch_create(m, &(engine_batch_options){
+        .n_ctx = c->n_ctx, .max_seqs = c->max_seqs, .step_tokens = c->step_tokens, .n_threads = c->threads,
+        .kv_cache_bytes = c->kv_cache_bytes, .kv_dtype = dtype}, err, sizeof err);
+    if (b == NULL) {
+        log_msg(LOG_ERROR, "", "cannot create the batch: %s (see worker_kv_cache_mb)", err);
+        return NULL;
+    }
+    engine_batch_stats st = engine_batch_get_stats(b);
+    log_msg(LOG_INFO, "", "KV cache: %d blocks of %d tokens (%s, %.1f MiB)", st.kv_blocks_total, st.kv_block_tokens,
+            c->kv_dtype, (double)st.kv_blocks_total * st.kv_block_bytes / 1048576.0);
+    return b;
 }
 
 /* Loads the model and settles the context each request gets (worker_ctx 0: the
@@ -266,8 +298,7 @@ int main(int argc, char **argv)
             log_msg(LOG_ERROR, "", "%s", group.err);
     }
     engine_model *m = admin && (joined || !grouped) ? open_model(&c, grouped ? group.comm : NULL) : NULL;
-    engine_batch *batch = m ? engine_batch_create(m, &(engine_batch_options){
-        .n_ctx = c.n_ctx, .max_seqs = c.max_seqs, .step_tokens = c.step_tokens, .n_threads = c.threads}) : NULL;
+    engine_batch *batch = m ? create_batch(m, &c) : NULL;
     int rc = 1;
     if (batch && grouped && c.tp_rank > 0)
         rc = follow(&group, m, batch, admin, &c);

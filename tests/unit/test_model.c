@@ -65,8 +65,10 @@ static int argmax(const float *x, int n)
 
 /* Runs the reference's prompt, then greedy steps, comparing each step's top logits
  * with tolerance tol. Returns the greedy ids it produced (caller frees). */
+static double worst_gap;   /* the largest logit gap a check saw, for the messages */
+
 static void check_greedy_case(engine_model *m, const json_value *c, double tol, bool strict_ids,
-                              int threads)
+                              int threads, enum kv_dtype kv_dtype)
 {
     const json_value *pids = json_get(c, "prompt_ids"), *steps = json_get(c, "steps");
     const char *prompt = json_get(c, "prompt")->string;
@@ -77,7 +79,8 @@ static void check_greedy_case(engine_model *m, const json_value *c, double tol, 
     for (int i = 0; i < n; i++)
         assert_int_equal(ids[i], (int)pids->items[i]->number);
 
-    engine_session *s = engine_session_create(m, &(engine_session_options){.n_ctx = 256, .n_threads = threads});
+    engine_session *s = engine_session_create(m, &(engine_session_options){.n_ctx = 256, .n_threads = threads,
+                                                                           .kv_dtype = kv_dtype});
     assert_non_null(s);
     float *logits = malloc(sizeof(float) * V);
     char err[256];
@@ -89,6 +92,7 @@ static void check_greedy_case(engine_model *m, const json_value *c, double tol, 
         for (size_t k = 0; k < top->n; k++) {
             int id = (int)top->items[k]->items[0]->number;
             double want = top->items[k]->items[1]->number;
+            if (fabs(logits[id] - want) > worst_gap) worst_gap = fabs(logits[id] - want);
             if (fabs(logits[id] - want) > tol)
                 fail_msg("'%s' step %zu: logit[%d] = %f, reference %f (tol %g)", prompt, step, id,
                          logits[id], want, tol);
@@ -111,9 +115,36 @@ static void test_stories_greedy_matches_reference(void **state)
     assert_true(n > 0);
     engine_model *m = open_model(STORIES);
     for (int i = 0; i < n; i++) {
-        check_greedy_case(m, cases[i], 1e-2, true, 1 + i % 2);
+        check_greedy_case(m, cases[i], 1e-2, true, 1 + i % 2, KV_F16);
         json_free(cases[i]);
     }
+    engine_model_close(m);
+}
+
+/* The other KV storage types against the same reference (made with an f16 cache): f32
+ * within 0.05 (it lacks the reference's f16 rounding: gaps up to 0.013 seen); q8_0, which
+ * rounds keys and values to 8 bits (in groups of 8 here: this model's head size), within
+ * 0.5 (0.44 seen on logits near 10), with the greedy ids wherever the top two logits are
+ * further apart than that. */
+static void test_stories_kv_types_near_reference(void **state)
+{
+    (void)state;
+    json_value *cases[64];
+    int n = read_jsonl("tests/data/stories260K-generate-shared.jsonl", cases, 64);
+    assert_true(n > 0);
+    engine_model *m = open_model(STORIES);
+    double f32_gap = 0, q8_gap = 0;
+    for (int i = 0; i < n; i++) {
+        worst_gap = 0;
+        check_greedy_case(m, cases[i], 0.05, false, 2, KV_F32);
+        f32_gap = fmax(f32_gap, worst_gap);
+        worst_gap = 0;
+        check_greedy_case(m, cases[i], 0.5, false, 2, KV_Q8_0);
+        q8_gap = fmax(q8_gap, worst_gap);
+        json_free(cases[i]);
+    }
+    fprintf(stderr, "largest logit gap to the reference: f32 %.4f, q8_0 %.4f\n", f32_gap, q8_gap);
+    assert_true(q8_gap > f32_gap);   /* q8_0 really is stored in 8 bits */
     engine_model_close(m);
 }
 
@@ -193,7 +224,7 @@ static void check_synth(const char *file)
     engine_model *m = open_model(path);
     for (int i = 0; i < n; i++) {
         if (!strcmp(json_get(cases[i], "model")->string, file)) {
-            check_greedy_case(m, cases[i], 0.05, false, 2);
+            check_greedy_case(m, cases[i], 0.05, false, 2, KV_F16);
             checked++;
         }
         json_free(cases[i]);
@@ -390,7 +421,8 @@ static void test_smollm2_chat_answers_capital(void **state)
 
 /* Several sequences run together in one batch (prefill of different lengths, then
  * decode steps, some sequences joining late) give bit for bit the logits each gets
- * alone: what continuous batching needs for batch invariance. */
+ * alone: what continuous batching needs for batch invariance. Together they share one
+ * paged cache of 4-token blocks, interleaved; alone each has a private one. */
 static void check_batch_invariance(const char *path)
 {
     gguf_file *f;
@@ -417,11 +449,17 @@ static void check_batch_invariance(const char *path)
         llama_state_free(s);
     }
     /* batched: sequence 3 joins one step late; every step is one llama_forward_batch */
-    llama_state *work = llama_workspace_create(m, 64, 32, 2), *seq[N_SEQ];
+    llama_state *work = llama_workspace_create(m, 64, 32, 2);
+    kv_cache_shape shape = llama_kv_shape(m, KV_F16, 4);
+    kv_cache *cache = kv_cache_create(&shape, 64, err, sizeof err);
+    assert_non_null(cache);
+    kv_seq seq_kv[N_SEQ], *seq[N_SEQ];
     int done[N_SEQ] = {0};
     int32_t next[N_SEQ];
-    for (int i = 0; i < N_SEQ; i++)
-        seq[i] = llama_state_create(m, 64, 1, 1);
+    for (int i = 0; i < N_SEQ; i++) {
+        kv_seq_init(&seq_kv[i], cache);
+        seq[i] = &seq_kv[i];
+    }
     for (int round = 0; round <= STEPS + 1; round++) {
         llama_batch_seq b[N_SEQ];
         int n = 0;
@@ -433,11 +471,12 @@ static void check_batch_invariance(const char *path)
                 b[n++] = (llama_batch_seq){seq[i], prompts[i], lens[i], out};
             else
                 b[n++] = (llama_batch_seq){seq[i], &next[i], 1, out};
+            assert_int_equal(kv_seq_reserve(seq[i], seq[i]->n_tokens + b[n - 1].n), 0);
         }
         assert_int_equal(llama_forward_batch(work, b, n), 0);
         for (int i = 0; i < N_SEQ; i++) {
             bool ran = false;
-            for (int j = 0; j < n; j++) ran |= b[j].seq == seq[i];
+            for (int j = 0; j < n; j++) ran |= b[j].kv == seq[i];
             if (!ran) continue;
             next[i] = argmax(batched + ((size_t)i * (STEPS + 1) + done[i]) * V, V);
             done[i]++;
@@ -449,9 +488,15 @@ static void check_batch_invariance(const char *path)
     assert_int_equal(llama_forward_batch(work, twice, 2), -1);
     int32_t many[40] = {0};
     llama_batch_seq big = {seq[1], many, 40, NULL};
+    assert_int_equal(kv_seq_reserve(seq[1], seq[1]->n_tokens + 40), 0);
     assert_int_equal(llama_forward_batch(work, &big, 1), -1);
+    /* and positions without reserved blocks */
+    llama_batch_seq unreserved = {seq[2], many, kv_seq_spare(seq[2]) + 1, NULL};
+    assert_int_equal(llama_forward_batch(work, &unreserved, 1), -1);
     for (int i = 0; i < N_SEQ; i++)
-        llama_state_free(seq[i]);
+        kv_seq_release(seq[i]);
+    assert_int_equal(kv_cache_get_stats(cache).used, 0);
+    kv_cache_free(cache);
     llama_state_free(work);
     free(alone);
     free(batched);
@@ -476,6 +521,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_greedy_matches_reference),
+        cmocka_unit_test(test_stories_kv_types_near_reference),
         cmocka_unit_test(test_stories_greedy_text),
         cmocka_unit_test(test_stories_perplexity),
         cmocka_unit_test(test_synth_q8_0),
