@@ -320,7 +320,7 @@ static int plan_step(engine_batch *b)
                 preempt(b, q);   /* nobody younger holds blocks: q waits for the older ones */
                 continue;
             }
-            b->entries[n] = (llama_batch_seq){&q->kv, &q->next, 1, q->logits};
+            b->entries[n] = (llama_batch_seq){&q->kv, &q->next, 1, q->logits, NULL};
             b->entry_seq[n++] = q;
         } else if (budget > 0) {
             look_up_prefix(b, q);
@@ -328,7 +328,7 @@ static int plan_step(engine_batch *b)
             int take = make_room(b, i, n_running, 1, want);
             if (take == 0) continue;
             bool last = q->n_fed + take == q->n_feed;
-            b->entries[n] = (llama_batch_seq){&q->kv, q->tokens + q->n_fed, take, last ? q->logits : NULL};
+            b->entries[n] = (llama_batch_seq){&q->kv, q->tokens + q->n_fed, take, last ? q->logits : NULL, NULL};
             b->entry_seq[n++] = q;
             budget -= take;
             b->prefill_tokens += (uint64_t)take;

@@ -468,9 +468,9 @@ static void check_batch_invariance(const char *path)
             if (late || done[i] > STEPS) continue;
             float *out = batched + ((size_t)i * (STEPS + 1) + done[i]) * V;
             if (done[i] == 0)
-                b[n++] = (llama_batch_seq){seq[i], prompts[i], lens[i], out};
+                b[n++] = (llama_batch_seq){seq[i], prompts[i], lens[i], out, NULL};
             else
-                b[n++] = (llama_batch_seq){seq[i], &next[i], 1, out};
+                b[n++] = (llama_batch_seq){seq[i], &next[i], 1, out, NULL};
             assert_int_equal(kv_seq_reserve(seq[i], seq[i]->n_tokens + b[n - 1].n), 0);
         }
         assert_int_equal(llama_forward_batch(work, b, n), 0);
@@ -484,14 +484,14 @@ static void check_batch_invariance(const char *path)
     }
     assert_memory_equal(alone, batched, sizeof(float) * V * N_SEQ * (STEPS + 1));
     /* refusals: the same sequence twice, more tokens than the workspace holds */
-    llama_batch_seq twice[2] = {{seq[0], prompts[0], 1, NULL}, {seq[0], prompts[0], 1, NULL}};
+    llama_batch_seq twice[2] = {{seq[0], prompts[0], 1, NULL, NULL}, {seq[0], prompts[0], 1, NULL, NULL}};
     assert_int_equal(llama_forward_batch(work, twice, 2), -1);
     int32_t many[40] = {0};
-    llama_batch_seq big = {seq[1], many, 40, NULL};
+    llama_batch_seq big = {seq[1], many, 40, NULL, NULL};
     assert_int_equal(kv_seq_reserve(seq[1], seq[1]->n_tokens + 40), 0);
     assert_int_equal(llama_forward_batch(work, &big, 1), -1);
     /* and positions without reserved blocks */
-    llama_batch_seq unreserved = {seq[2], many, kv_seq_spare(seq[2]) + 1, NULL};
+    llama_batch_seq unreserved = {seq[2], many, kv_seq_spare(seq[2]) + 1, NULL, NULL};
     assert_int_equal(llama_forward_batch(work, &unreserved, 1), -1);
     for (int i = 0; i < N_SEQ; i++)
         kv_seq_release(seq[i]);
