@@ -184,7 +184,14 @@ int engine_adapter_open(engine_adapter **out, const engine_model *m, const char 
         return -1;
     }
     (*out)->model = m;
+    (*out)->id = engine_adapter_new_id();
     return 0;
+}
+
+uint64_t engine_adapter_new_id(void)
+{
+    static _Atomic uint64_t last_id;
+    return ++last_id;
 }
 
 void engine_adapter_close(engine_adapter *a)

@@ -41,6 +41,7 @@ typedef struct batch_seq {
     int n_cached;           /* prompt tokens the prefix cache supplied on admission */
     int32_t next;
     float *logits;          /* V */
+    const struct llama_lora *lora;   /* the adapter it runs with, or NULL */
     generation gen;
     engine_done_fn on_done;
     void *user;
@@ -195,7 +196,10 @@ int engine_batch_add(engine_batch *b, uint64_t id, const int32_t *prompt, int n_
         release_seq(q);
         return engine_fail(err, errsz, "the adapter was opened for another model");
     }
-    llama_state_set_lora(q->state, params->adapter ? params->adapter->lora : NULL);
+    /* an adapter's keys and values are its own: its sequences share blocks only
+     * among themselves */
+    q->lora = params->adapter ? params->adapter->lora : NULL;
+    kv_seq_set_namespace(&q->kv, params->adapter ? params->adapter->id : 0);
     return 0;
 }
 
@@ -320,7 +324,7 @@ static int plan_step(engine_batch *b)
                 preempt(b, q);   /* nobody younger holds blocks: q waits for the older ones */
                 continue;
             }
-            b->entries[n] = (llama_batch_seq){&q->kv, &q->next, 1, q->logits, NULL};
+            b->entries[n] = (llama_batch_seq){&q->kv, &q->next, 1, q->logits, q->lora};
             b->entry_seq[n++] = q;
         } else if (budget > 0) {
             look_up_prefix(b, q);
@@ -328,7 +332,7 @@ static int plan_step(engine_batch *b)
             int take = make_room(b, i, n_running, 1, want);
             if (take == 0) continue;
             bool last = q->n_fed + take == q->n_feed;
-            b->entries[n] = (llama_batch_seq){&q->kv, q->tokens + q->n_fed, take, last ? q->logits : NULL, NULL};
+            b->entries[n] = (llama_batch_seq){&q->kv, q->tokens + q->n_fed, take, last ? q->logits : NULL, q->lora};
             b->entry_seq[n++] = q;
             budget -= take;
             b->prefill_tokens += (uint64_t)take;

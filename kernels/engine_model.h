@@ -24,7 +24,11 @@ struct engine_model {
 struct engine_adapter {
     struct llama_lora *lora;
     const engine_model *model;
+    uint64_t id;    /* unique per open, never 0: the prefix cache's namespace for its sequences */
 };
+
+/* A fresh engine_adapter id (engine.c); thread-safe. */
+uint64_t engine_adapter_new_id(void);
 
 /* Writes the message into err and returns -1 (engine.c). */
 int engine_fail(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -240,7 +240,7 @@ engine_trainer *engine_trainer_create(engine_model *m, const engine_train_option
         return NULL;
     }
     init_adapter(t->lora, opt->seed);
-    t->adapter = (engine_adapter){t->lora, m};
+    t->adapter = (engine_adapter){t->lora, m, engine_adapter_new_id()};
     return t;
 }
 
