@@ -291,13 +291,18 @@ def check_specifics(objs, families, settings):
         vol = [v for v in spec["volumes"] if shm and v["name"] == shm[0]["name"]]
         check(vol and vol[0].get("emptyDir", {}).get("medium") == "Memory" and vol[0]["emptyDir"].get("sizeLimit"),
               "GPU workers get a sized memory-backed /dev/shm for NCCL")
-        rank_settings = sorted(n for n in settings if n.startswith("CITADEL_WORKER_") and n.endswith("RANK"))
-        if rank_settings:
-            rank = [e for e in c["env"] if e["name"] in rank_settings]
-            check(rank and "pod-index" in json.dumps(rank[0].get("valueFrom", {})),
-                  f"a GPU worker's rank ({rank_settings[0]}) is its StatefulSet ordinal (stable rank identity)")
-        else:
-            print("# pending: the worker reads no tensor-parallel rank setting yet; GPU ranks are not checked")
+        env = {e["name"]: e for e in c["env"]}
+        rank = env.get("CITADEL_WORKER_TP_RANK", {})
+        check("pod-index" in json.dumps(rank.get("valueFrom", {})),
+              "a GPU worker's rank (CITADEL_WORKER_TP_RANK) is its StatefulSet ordinal (stable rank identity)")
+        check(env.get("CITADEL_WORKER_TP_SIZE", {}).get("value") == str(gpu["spec"]["replicas"]),
+              "the GPU group's size (CITADEL_WORKER_TP_SIZE) is the StatefulSet's replicas")
+        addr = env.get("CITADEL_WORKER_TP_ADDR", {}).get("value", "")
+        name, svc = gpu["metadata"]["name"], gpu["spec"]["serviceName"]
+        port = re.search(r":(\d+)$", addr)
+        check(addr.startswith(f"tcp://{name}-0.{svc}.") and port and
+              any(p["containerPort"] == int(port.group(1)) for p in c.get("ports", [])),
+              "the GPU group's ranks meet at rank 0's stable name, on a port rank 0 declares", addr)
 
     # NetworkPolicies: default deny; the gateway alone is open to all; Redis and Kafka
     # only from the services that use them; every Service port reachable by someone.
