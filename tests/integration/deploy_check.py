@@ -75,6 +75,22 @@ def known_settings():
     return names
 
 
+def loopback_defaults():
+    """{service: {CITADEL_X, ...}}: settings whose default points at this machine
+    (127.0.0.1, localhost): in a container each must be set, or the service talks to
+    itself. Read from the services' own tables in services/<service>/*.c."""
+    out = {}
+    for path, text in c_sources("services"):
+        service = path.split("/")[1]
+        for m in re.finditer(r'\{\s*"([a-z0-9_]+)"\s*,\s*CONFIG_[A-Z]+\s*,\s*"([^"]*)"', text):
+            if re.search(r"127\.0\.0\.1|localhost", m.group(2)):
+                out.setdefault(service, set()).add("CITADEL_" + m.group(1).upper())
+        for m in re.finditer(r'\{\s*"[a-z0-9-]+"\s*,\s*"(CITADEL_[A-Z0-9_]+)"\s*,\s*"([^"]*)"', text):
+            if re.search(r"127\.0\.0\.1|localhost", m.group(2)):
+                out.setdefault(service, set()).add(m.group(1))
+    return out
+
+
 METRIC_NEW = re.compile(r'metrics_(counter|gauge|histogram)_new\s*\(\s*[^,]+,\s*"([a-zA-Z0-9_:]+)"')
 REGISTRY_NEW = re.compile(r'metrics_registry_new\s*\(\s*"([a-z0-9_]*)"')
 
@@ -209,6 +225,11 @@ def check_workloads(objs, settings):
                     check(e in settings or not e.startswith("CITADEL_"), f"{cname}: {e} is a setting the services read")
             else:
                 print(f"# pending: {cname}: services/{service} is not in the tree yet; its settings are not checked")
+            configmaps = {r["configMapRef"]["name"] for r in c.get("envFrom", []) if "configMapRef" in r}
+            given = set(env) | {k for _, cm in objs if cm["kind"] == "ConfigMap" and cm["metadata"]["name"] in configmaps
+                                for k in cm.get("data", {})}
+            for e in sorted(loopback_defaults().get(service, ())):
+                check(e in given, f"{cname} sets {e} (its default is this machine's loopback)")
             # Probes hit the admin listener's /healthz and /readyz on the port the
             # container tells the service to listen on.
             ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
@@ -404,6 +425,8 @@ def check_images_and_compose(settings):
         for e in (s.get("environment") or {}):
             if e.startswith("CITADEL_"):
                 check(e in settings, f"compose {name}: {e} is a setting the services read")
+        for e in sorted(loopback_defaults().get(target, ())):
+            check(e in (s.get("environment") or {}), f"compose {name} sets {e} (its default is this machine's loopback)")
     for e in yaml.safe_load(open("deploy/k8s/config.yaml"))["data"]:
         if e.startswith("CITADEL_"):
             check(e in settings, f"ConfigMap citadel-config: {e} is a setting the services read")
