@@ -75,18 +75,24 @@ def known_settings():
     return names
 
 
+# A default that only works on the machine of `citadel up`: this machine's loopback, or
+# a file the local fleet writes under $CITADEL_HOME/run (the in-memory Kafka's address).
+LOCAL_ONLY = re.compile(r"127\.0\.0\.1|localhost|\$CITADEL_HOME/run/")
+
+
 def loopback_defaults():
-    """{service: {CITADEL_X, ...}}: settings whose default points at this machine
-    (127.0.0.1, localhost): in a container each must be set, or the service talks to
-    itself. Read from the services' own tables in services/<service>/*.c."""
+    """{service: {CITADEL_X, ...}}: settings whose default points at this machine (its
+    loopback, or the local fleet's run directory): in a container each must be set, or
+    the service talks to itself. Read from the tables in services/<service>/*.c (the
+    default, and the help that says what an empty default means)."""
     out = {}
     for path, text in c_sources("services"):
         service = path.split("/")[1]
-        for m in re.finditer(r'\{\s*"([a-z0-9_]+)"\s*,\s*CONFIG_[A-Z]+\s*,\s*"([^"]*)"', text):
-            if re.search(r"127\.0\.0\.1|localhost", m.group(2)):
+        for m in re.finditer(r'\{\s*"([a-z0-9_]+)"\s*,\s*CONFIG_[A-Z]+\s*,\s*"([^"]*)"\s*,\s*"([^"]*)"', text):
+            if LOCAL_ONLY.search(m.group(2) + " " + m.group(3)):
                 out.setdefault(service, set()).add("CITADEL_" + m.group(1).upper())
-        for m in re.finditer(r'\{\s*"[a-z0-9-]+"\s*,\s*"(CITADEL_[A-Z0-9_]+)"\s*,\s*"([^"]*)"', text):
-            if re.search(r"127\.0\.0\.1|localhost", m.group(2)):
+        for m in re.finditer(r'\{\s*"[a-z0-9-]+"\s*,\s*"(CITADEL_[A-Z0-9_]+)"\s*,\s*"([^"]*)"\s*,\s*"([^"]*)"', text):
+            if LOCAL_ONLY.search(m.group(2) + " " + m.group(3)):
                 out.setdefault(service, set()).add(m.group(1))
     return out
 
