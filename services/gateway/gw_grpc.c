@@ -30,10 +30,12 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <openssl/rand.h>
 
 #include "citadel.pb-c.h"
+#include "gw_audit.h"
 #include "gw_log.h"
 #include "inference.pb-c.h"
 
@@ -89,6 +91,7 @@ struct rpc {
     grpc_metadata md_grpc[6];
     grpc_slice status_slice;
     struct timespec started;
+    gw_audit_record audit;               /* the call's AuditEvent (Health is not audited) */
     rpc *prev, *next;
 };
 
@@ -275,6 +278,7 @@ static void finish(rpc *r, int http_status, const char *msg)
     r->final_code = status_for_http(http_status);
     snprintf(r->final_msg, sizeof r->final_msg, "%s", msg ? msg : "");
     gw_metric_request(http_status, seconds_since(&r->started));
+    gw_audit_emit(&r->audit, http_status);
     if (http_status != 200)
         gw_log(http_status >= 500 ? GW_LOG_WARN : GW_LOG_INFO, r->request_id[0] ? r->request_id : NULL,
                "gRPC call failed: %d %s", http_status, r->final_msg);
@@ -344,6 +348,7 @@ static int authorize(rpc *r, const char *permission)
         finish_error(r, &e);
         return -1;
     }
+    gw_audit_set_principal(&r->audit, &r->who);
     if (!gw_policy_allows(&r->g->access->policy, r->who.roles, permission)) {
         gw_error_set(&e, 403, "invalid_request_error", NULL, "permission_denied",
                      "your role (%s) does not grant '%s'", r->who.roles, permission);
@@ -476,8 +481,11 @@ static void on_generate_event(const gw_upstream_event *ev, void *arg)
     }
     if (ev->finish_reason != NULL) {
         r->generating = false;
-        if (ev->has_usage)
+        if (ev->has_usage) {
             gw_ratelimit_charge(r->g->access->limits, &r->who, ev->usage.prompt_tokens + ev->usage.completion_tokens);
+            r->audit.prompt_tokens = ev->usage.prompt_tokens;
+            r->audit.completion_tokens = ev->usage.completion_tokens;
+        }
         gw_log(GW_LOG_INFO, r->request_id, "gRPC generation done: %s, %.3f s", ev->finish_reason,
                seconds_since(&r->started));
         finish(r, 200, "");
@@ -532,6 +540,10 @@ static void handle_generate(rpc *r, const uint8_t *buf, size_t len)
         return;
     }
     const char *permission = m->n_messages ? "chat" : "completions";
+    snprintf(r->audit.action, sizeof r->audit.action, "%s", m->n_messages ? "chat.completions" : "completions");
+    snprintf(r->audit.model, sizeof r->audit.model, "%s", m->model ? m->model : "");
+    snprintf(r->audit.end_user, sizeof r->audit.end_user, "%s", m->user ? m->user : "");
+    gw_audit_set_input(&r->audit, buf, len);
     int rc = authorize(r, permission) == 0 ? request_from_wire(m, &r->body, &e) : 1;
     citadel__generate_request__free_unpacked(m, NULL);
     if (rc != 0) {
@@ -575,6 +587,26 @@ static enum rpc_method method_of(grpc_slice method)
     return M_UNKNOWN;
 }
 
+/* Begins the call's audit record: what a REST request's has, the peer from gRPC.
+ * Health, like REST's /health, is a probe and is not audited. */
+static void audit_begin(rpc *r)
+{
+    char path[64];
+    size_t n = GRPC_SLICE_LENGTH(r->details.method);
+    snprintf(path, sizeof path, "%.*s", (int)(n < sizeof path ? n : sizeof path - 1),
+             (const char *)GRPC_SLICE_START_PTR(r->details.method));
+    gw_audit_begin(&r->audit, NULL, r->request_id, path);
+    if (r->method == M_LIST_MODELS) snprintf(r->audit.action, sizeof r->audit.action, "models");
+    char *peer = grpc_call_get_peer(r->call);   /* "ipv4:127.0.0.1:5000" */
+    if (peer) {
+        const char *addr = strchr(peer, ':') ? strchr(peer, ':') + 1 : peer;
+        const char *port = strrchr(addr, ':');
+        snprintf(r->audit.client, sizeof r->audit.client, "%.*s", (int)(port ? port - addr : (long)strlen(addr)), addr);
+        gpr_free(peer);
+    }
+    if (r->method == M_HEALTH) r->audit.emitted = true;
+}
+
 static void on_accept(rpc *r, int ok)
 {
     gw_grpc *g = r->g;
@@ -593,7 +625,8 @@ static void on_accept(rpc *r, int ok)
     if (!g->shutting_down) start_accept(g);
     clock_gettime(CLOCK_MONOTONIC, &r->started);
     r->method = method_of(r->details.method);
-    if (r->method == M_GENERATE) new_request_id(r->request_id, sizeof r->request_id);
+    new_request_id(r->request_id, sizeof r->request_id);
+    audit_begin(r);
     grpc_op close_op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
     close_op.data.recv_close_on_server.cancelled = &r->cancelled;
     if (!start_batch(r, &close_op, 1, &r->tag_close)) r->closed = true;
@@ -628,6 +661,7 @@ static void on_close(rpc *r)
     r->ops_pending--;
     r->closed = true;
     if (r->cancelled) {
+        if (!r->finish_wanted) gw_audit_emit(&r->audit, 499);
         if (r->generating) {
             gw_upstream_cancel(r->g->up, r->request_id);
             r->generating = false;

@@ -12,7 +12,9 @@
 #   - limits are shared with REST: a key with rpm 3 gets two gRPC calls and one REST
 #     call, then RESOURCE_EXHAUSTED with retry-after and x-ratelimit-* metadata;
 #   - a client that cancels mid-stream cancels the generation: the worker counts it
-#     cancelled and is idle at once.
+#     cancelled and is idle at once;
+#   - every call but Health is an AuditEvent (citadel-kafka-dev and citadel-audit run
+#     here): the key, roles, action, usage, status (499 for the cancelled one).
 # Usage: tests/integration/grpc_test.sh [BUILD_DIR]   (run from the repository root)
 set -u
 BUILD=${1:-${BUILD:-build}}
@@ -21,7 +23,8 @@ CLIENT=$BUILD/tests/integration/grpc_client
 MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$CLIENT"; do
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$CLIENT" \
+         "$BIN/citadel-audit" "$BIN/citadel-kafka-dev"; do
     if [ ! -x "$f" ]; then echo "grpc_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
@@ -29,6 +32,15 @@ done
 fleet_begin 4129
 GPORT=$((BASE + 5)); RPCPORT=$((BASE + 6))
 export CITADEL_HOME=$TMP/home
+AUDIT_DIR=$TMP/audit
+
+CITADEL_KAFKA_DEV_ADMIN_PORT=$((BASE + 4)) "$BIN/citadel-kafka-dev" >"$TMP/kafka.log" 2>&1 &
+PIDS="$PIDS $!"
+i=0; while [ ! -s "$CITADEL_HOME/run/kafka.bootstrap" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+BROKERS=$(cat "$CITADEL_HOME/run/kafka.bootstrap" 2>/dev/null)
+CITADEL_KAFKA_BROKERS=$BROKERS CITADEL_AUDIT_DIR=$AUDIT_DIR CITADEL_AUDIT_ADMIN_PORT=$((BASE + 7)) CITADEL_AUDIT_FSYNC_INTERVAL=200ms \
+    "$BIN/citadel-audit" >"$TMP/audit.log" 2>&1 &
+PIDS="$PIDS $!"
 
 CITADEL_ROUTER_FRONTEND=$FE CITADEL_ROUTER_BACKEND=$BE CITADEL_ROUTER_ADMIN_PORT=$((BASE + 2)) \
     "$BIN/citadel-router" >"$TMP/router.log" 2>&1 &
@@ -37,7 +49,7 @@ CITADEL_WORKER_ID=grpc-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$BE 
     CITADEL_WORKER_CTX=8192 CITADEL_WORKER_ADMIN_PORT=$((BASE + 3)) "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
 CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_GRPC_PORT=$RPCPORT \
-    CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 7)) CITADEL_ROUTER_ENDPOINT=$FE \
+    CITADEL_GATEWAY_ADMIN_PORT=0 CITADEL_ROUTER_ENDPOINT=$FE CITADEL_KAFKA_BROKERS=$BROKERS \
     "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 GW=$!; PIDS="$PIDS $GW"
 CERT=$CITADEL_HOME/tls/server.crt
@@ -64,7 +76,7 @@ rpc Health
 if [ "$(field status)" = 0 ] && [ "$(field health)" = "ok 1 0" ]; then ok "Health without a key: ok, router connected, 0 in flight"
 else fail "Health: $(cat "$TMP/out")"; fi
 
-USER_KEY=$(newkey --role user)
+USER_KEY=$(newkey --role user --id grpc-user)
 rpc Generate --model "$NAME"
 S1=$(field status)
 rpc Generate --model "$NAME" --key ck-0000000000000000000000000000000000000000000000000000000000000000
@@ -136,7 +148,31 @@ while kill -0 "$GW" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); d
 wait "$GW"; RG=$?
 if [ $RG -eq 0 ]; then ok "SIGTERM stops the gateway cleanly (gRPC included)"; else fail "gateway SIGTERM: rc $RG"; fi
 
+# The audit trail: grpc-user made three Generate calls (prompt, chat, cancelled).
+i=0
+while [ $i -lt 50 ]; do
+    N=$("$BIN/citadel" audit query --dir "$AUDIT_DIR" --key grpc-user 2>/dev/null | wc -l)
+    [ "$N" -ge 3 ] && break
+    sleep 0.2; i=$((i + 1))
+done
+"$BIN/citadel" audit query --dir "$AUDIT_DIR" --key grpc-user >"$TMP/events" 2>/dev/null
+SUMMARY=$(python3 -c '
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+print(" ".join("%s/%s/%s/%s/%s" % (e["action"], e["status"], e["prompt_tokens"], e["completion_tokens"], ",".join(e["roles"]))
+               for e in sorted(ev, key=lambda e: e["ts"])), "client=" + ",".join(sorted({e["client"] for e in ev})))
+' "$TMP/events" 2>&1)
+case "$SUMMARY" in
+    "completions/200/5/24/user chat.completions/200/"*"/20/user completions/499/"*"client=127.0.0.1")
+        ok "gRPC calls audited: $SUMMARY" ;;
+    *) fail "gRPC audit events: $SUMMARY" ;;
+esac
+UNAUTH=$("$BIN/citadel" audit query --dir "$AUDIT_DIR" --action completions 2>/dev/null | python3 -c '
+import json, sys
+print(sum(1 for l in sys.stdin if json.loads(l)["status"] == 401))')
+if [ "$UNAUTH" = 3 ]; then ok "the refused Generate calls (no key, wrong key, revoked key) are audited as 401"; else fail "401 events: $UNAUTH, want 3"; fi
+
 if grep -l "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error" "$TMP"/*.log; then fail "sanitizer report in a log"; fi
-[ $failed -eq 0 ] || { echo "--- logs"; tail -n 20 "$TMP"/*.log; }
+[ $failed -eq 0 ] || { echo "--- logs"; tail -n 20 "$TMP"/*.log; ls -R "$TMP/audit" 2>/dev/null | head; }
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
