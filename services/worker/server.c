@@ -54,6 +54,39 @@ static void register_admission_metrics(server_metrics *m, metrics_registry *reg)
                                              NULL, 0);
 }
 
+/* The paged KV cache: blocks by state, the prefix cache's hit ratio
+ * (prefix_cache_hit_tokens_total / prefix_cache_lookup_tokens_total) and preemptions. */
+static void register_kv_metrics(server_metrics *m, metrics_registry *reg)
+{
+    m->kv_blocks_used = metrics_gauge_new(reg, "kv_blocks_used", "KV cache blocks held by running requests.", NULL);
+    m->kv_blocks_free = metrics_gauge_new(reg, "kv_blocks_free",
+                                          "KV cache blocks free to take (empty or cached prefixes).", NULL);
+    m->kv_blocks_cached = metrics_gauge_new(reg, "kv_blocks_cached",
+                                            "Free KV cache blocks that hold a reusable prefix.", NULL);
+    m->prefix_lookup_tokens = metrics_counter_new(reg, "prefix_cache_lookup_tokens_total",
+                                                  "Prompt tokens looked up in the prefix cache.", NULL);
+    m->prefix_hit_tokens = metrics_counter_new(reg, "prefix_cache_hit_tokens_total",
+                                               "Prompt tokens found in the prefix cache (not computed).", NULL);
+    m->preemptions = metrics_counter_new(reg, "preemptions_total",
+                                         "Requests that gave up their KV blocks to older ones, to be recomputed.",
+                                         NULL);
+}
+
+static void update_kv_metrics(server *s)
+{
+    server_metrics *m = &s->metrics;
+    if (s->batch == NULL)
+        return;
+    engine_batch_stats st = engine_batch_get_stats(s->batch);
+    metrics_gauge_set(m->kv_blocks_used, st.kv_blocks_used);
+    metrics_gauge_set(m->kv_blocks_free, st.kv_blocks_free);
+    metrics_gauge_set(m->kv_blocks_cached, st.kv_blocks_cached);
+    metrics_counter_add(m->prefix_lookup_tokens, (double)(st.prefix_lookup_tokens - m->kv_seen.prefix_lookup_tokens));
+    metrics_counter_add(m->prefix_hit_tokens, (double)(st.prefix_hit_tokens - m->kv_seen.prefix_hit_tokens));
+    metrics_counter_add(m->preemptions, (double)(st.preemptions - m->kv_seen.preemptions));
+    m->kv_seen = st;
+}
+
 static void register_metrics(server_metrics *m, metrics_registry *reg)
 {
     static const char *const done[] = {"outcome", "done", NULL}, *const failed[] = {"outcome", "failed", NULL},
@@ -81,6 +114,7 @@ static void register_metrics(server_metrics *m, metrics_registry *reg)
     m->batch_size = metrics_histogram_new(reg, "batch_size", "Requests in the batch, observed at every step.",
                                           NULL, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
     register_admission_metrics(m, reg);
+    register_kv_metrics(m, reg);
 }
 
 int server_init(server *s, void *sock, engine_model *m, engine_batch *batch, int max_seqs,
@@ -178,6 +212,7 @@ static void update_gauges(server *s)
     metrics_gauge_set(s->metrics.running_requests, s->n_active);
     metrics_gauge_set(s->metrics.queue_depth, job_queue_len(&s->queue));
     metrics_gauge_set(s->metrics.waiting_tokens, (double)job_queue_tokens(&s->queue));
+    update_kv_metrics(s);
 }
 
 /* Answers a request that will never run with an Error, logged and counted by reason. */

@@ -55,6 +55,10 @@ typedef struct server_metrics {
     metrics_counter *requests_deadline;           /* requests_total{outcome="deadline"}: ended running */
     metrics_gauge *waiting_tokens;                /* prompt tokens of the waiting requests */
     metrics_histogram *queue_seconds;             /* arrival to admission into the batch */
+    /* the engine's paged KV cache, from engine_batch_get_stats after every step */
+    metrics_gauge *kv_blocks_used, *kv_blocks_free, *kv_blocks_cached;
+    metrics_counter *prefix_hit_tokens, *prefix_lookup_tokens, *preemptions;
+    engine_batch_stats kv_seen;                   /* what the counters hold already */
 } server_metrics;
 
 /* A request in the batch; its index is the id the engine batch knows it by. */

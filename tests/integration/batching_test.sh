@@ -10,7 +10,11 @@
 #     cancelled one says so;
 #   - a 9th request beyond CITADEL_WORKER_MAX_SEQS=2 waits in the queue and still gets
 #     its text;
-#   - heartbeats keep flowing while the batch is busy (the worker is never expired).
+#   - heartbeats keep flowing while the batch is busy (the worker is never expired);
+#   - one greedy request in a batch of 16 others (17 at once on a worker with
+#     CITADEL_WORKER_MAX_SEQS=17, a 2 MiB paged KV cache) gives citadel generate's text,
+#     as do the 16; afterwards the KV metrics show every block given back, and a
+#     repeated long prompt is served from the prefix cache (hit tokens counted).
 # Ports are picked from the pid so that parallel runs rarely collide.
 # Usage: tests/integration/batching_test.sh [BUILD_DIR]   (run from the repository root)
 set -u
@@ -137,6 +141,48 @@ MAX=$(wmetric 'citadel_worker_batch_size_bucket{le="2"}')
 COUNT=$(wmetric citadel_worker_batch_size_count)
 if [ "${COUNT:-0}" -gt 0 ] && [ "$MAX" = "$COUNT" ]; then ok "no step ran more than max_seqs=2 requests ($COUNT steps)"
 else fail "batch_size beyond max_seqs: le2=$MAX count=$COUNT"; fi
+
+# 4. One greedy request among 16 others: 17 at once, the 4 prompts in turn.
+kill -TERM "$W"; wait "$W"
+wait_workers 0 >/dev/null
+CITADEL_WORKER_KV_CACHE_MB=2 start_worker 17
+wait_workers 1 >/dev/null
+kill -STOP "$W"
+CPIDS=""
+for k in $(seq 1 17); do
+    p=$(( (k - 1) % 4 + 1 ))
+    client "$NAME" "$(cat "$TMP/prompt$p")" --max-tokens $MAXTOK --id "many-$k" --timeout 30 \
+        >"$TMP/many.got$k" 2>"$TMP/many.sum$k" &
+    CPIDS="$CPIDS $!"
+done
+sleep 1
+kill -CONT "$W"
+bad=""
+k=0
+for pid in $CPIDS; do
+    k=$((k + 1))
+    p=$(( (k - 1) % 4 + 1 ))
+    wait "$pid" || bad="$bad $k(rc)"
+    cmp -s "$TMP/expected$p" "$TMP/many.got$k" || bad="$bad $k(text)"
+done
+LE8=$(wmetric 'citadel_worker_batch_size_bucket{le="8"}')
+COUNT=$(wmetric citadel_worker_batch_size_count)
+if [ -z "$bad" ] && [ "${COUNT:-0}" -gt "${LE8:-0}" ]; then
+    ok "17 greedy requests at once ($((COUNT - LE8)) steps ran more than 8) each give citadel generate's text"
+else fail "17 at once:$bad (batch_size count=$COUNT le8=$LE8)"; fi
+USED=$(wmetric citadel_worker_kv_blocks_used)
+FREE=$(wmetric citadel_worker_kv_blocks_free)
+if [ "$USED" = "0" ] && [ "${FREE:-0}" -gt 0 ]; then ok "every KV block given back (kv_blocks_used=0, kv_blocks_free=$FREE)"
+else fail "KV blocks after the batch: used=$USED free=$FREE"; fi
+LONG="Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog."
+HIT0=$(wmetric citadel_worker_prefix_cache_hit_tokens_total)
+client "$NAME" "$LONG" --max-tokens 4 >/dev/null 2>&1
+client "$NAME" "$LONG" --max-tokens 4 >/dev/null 2>"$TMP/long.sum"
+HIT1=$(wmetric citadel_worker_prefix_cache_hit_tokens_total)
+LOOKUP=$(wmetric citadel_worker_prefix_cache_lookup_tokens_total)
+if [ "$(( ${HIT1:-0} - ${HIT0:-0} ))" -ge 16 ] && [ "${LOOKUP:-0}" -gt "${HIT1:-0}" ]; then
+    ok "a repeated prompt comes from the prefix cache (hit tokens $HIT0 -> $HIT1 of $LOOKUP looked up; $(cat "$TMP/long.sum"))"
+else fail "prefix cache: hit tokens $HIT0 -> $HIT1, lookup $LOOKUP"; fi
 
 kill -TERM "$W" "$ROUTER"
 wait "$W"; RW=$?

@@ -2,7 +2,7 @@
  * (fleet_test.sh): sends one GenerateRequest to the router's frontend over a DEALER,
  * reads the GenerateChunk stream, and prints the concatenated text on stdout exactly
  * as streamed, with a one-line summary on stderr:
- *   finish=<reason> chunks=<n> completion_tokens=<n> worker=<id> cancel_to_final_ms=<ms>
+ *   finish=<reason> chunks=<n> completion_tokens=<n> worker=<id> cancel_to_final_ms=<ms> cached_tokens=<n>
  *
  *   fleet_client ENDPOINT MODEL PROMPT [--max-tokens N] [--id ID] [--chat]
  *                [--cancel-after N] [--timeout S] [--type T]
@@ -159,9 +159,9 @@ int main(int argc, char **argv)
         }
         bool last = c->finish_reason[0] != '\0';
         if (last) {
-            fprintf(stderr, "finish=%s chunks=%d completion_tokens=%d worker=%s cancel_to_final_ms=%.1f\n",
+            fprintf(stderr, "finish=%s chunks=%d completion_tokens=%d worker=%s cancel_to_final_ms=%.1f cached_tokens=%d\n",
                     c->finish_reason, chunks, c->usage ? c->usage->completion_tokens : -1, c->worker_id,
-                    cancel_at > 0 ? (now_s() - cancel_at) * 1000 : -1.0);
+                    cancel_at > 0 ? (now_s() - cancel_at) * 1000 : -1.0, c->usage ? (int)c->usage->cached_tokens : -1);
             rc = 0;
         }
         citadel__generate_chunk__free_unpacked(c, NULL);

@@ -5,6 +5,9 @@
 #     and again for the same prompt (a second request on a worker that has served one);
 #   - a worker that has the request but never answers (SIGSTOPped, then kill -9) costs
 #     nothing: the router retries on the other worker and the text is still right;
+#   - multi-turn: the next turn (the last prompt, its answer and a new line) reuses the
+#     KV blocks the worker's prefix cache kept from the last one (usage.cached_tokens),
+#     and its text is still the one `citadel generate` gives for the whole prompt;
 #   - Cancel stops a generation at once and the worker is free for the next request;
 #   - an unknown model and an unknown message type get an Error, not a crash;
 #   - SIGTERM drains and stops the router and the worker.
@@ -84,6 +87,19 @@ else fail "requests survive kill -9 of a worker: rc $RA $RB; $(cat "$TMP/sa" "$T
 RETRIES=$(metric citadel_router_retries_total)
 if [ "${RETRIES:-0}" -ge 1 ]; then ok "router counted the retry (retries_total=$RETRIES)"; else fail "router retries_total=$RETRIES"; fi
 if wait_workers 1; then ok "dead worker expired from the registry"; else fail "dead worker expired"; fi
+
+# 2b. Multi-turn on the one worker left: turn 2 extends turn 1's prompt with its answer,
+#     so the prefix cache serves turn 1's blocks; the text is as if computed afresh.
+TURN1="Once upon a time, there was a little girl named Lily. She loved to play outside in the sun."
+client "$NAME" "$TURN1" --max-tokens 24 >"$TMP/t1" 2>"$TMP/st1"
+TURN2="$TURN1$(cat "$TMP/t1") Then she said"
+"$BIN/citadel" generate --model "$MODEL" --prompt "$TURN2" --temperature 0 --max-tokens 24 --json \
+    | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)["text"])' >"$TMP/expected2"
+client "$NAME" "$TURN2" --max-tokens 24 >"$TMP/t2" 2>"$TMP/st2"
+CACHED=$(sed -n 's/.*cached_tokens=\([0-9-]*\).*/\1/p' "$TMP/st2")
+if [ "${CACHED:-0}" -ge 32 ] && cmp -s "$TMP/expected2" "$TMP/t2"; then
+    ok "turn 2 reuses turn 1's KV ($CACHED prompt tokens cached) and equals citadel generate"
+else fail "multi-turn reuse: cached_tokens=$CACHED, got '$(cat "$TMP/t2")' want '$(cat "$TMP/expected2")'"; fi
 
 # 3. Cancel after two chunks: the last chunk says cancelled, well before max_tokens,
 #    and the worker takes the next request at once.
