@@ -329,8 +329,8 @@ static void print_usage_hint(const up_args *a)
 {
     char name[256];
     model_name(a->model, name, sizeof name);
-    printf("\nCitadel is up at %s\n", GATEWAY_URL);
-    printf("Admin API key: %s/keys/admin.key\n", fleet_home());
+    printf("\nCitadel is up at %s (gRPC: citadel.v1.Inference on localhost:8444)\n", GATEWAY_URL);
+    printf("Admin API key: %s/keys/admin.key; more keys: citadel keys create --role user\n", fleet_home());
     printf("Try it (the certificate is self-signed, hence -k):\n\n");
     printf("  curl -k %s/v1/chat/completions \\\n"
            "    -H \"Authorization: Bearer $(cat %s/keys/admin.key)\" \\\n"
