@@ -174,9 +174,13 @@ static int zmq_all_reduce(collective *c, float *buf, size_t n)
     }
     if (rc == 0) {
         for (int r = 1; r < c->size; r++) {   /* rank order: the same sum as every backend */
-            const float *in = zmq_msg_data(&g->held[r]);
-            for (size_t i = 0; i < n; i++)
-                buf[i] += in[i];
+            /* a small message's data sits inside the message, not aligned for floats */
+            const unsigned char *in = zmq_msg_data(&g->held[r]);
+            for (size_t i = 0; i < n; i++) {
+                float v;
+                memcpy(&v, in + i * sizeof v, sizeof v);
+                buf[i] += v;
+            }
         }
         for (int r = 1; r < c->size && rc == 0; r++)
             rc = send_msg(g, r, KIND_RESULT, buf, bytes);

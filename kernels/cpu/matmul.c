@@ -10,6 +10,7 @@
  */
 #include "cpu/matmul.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,9 +109,15 @@ static int rows_per_task(int OC, int n_threads)
 }
 
 /* The q8a copy of x lives in a per-thread buffer that only grows: matmul runs hundreds
- * of times per token and a malloc per call would show. */
+ * of times per token and a malloc per call would show. A thread-specific key frees it
+ * when its thread exits (threads that are not the pool's also call matmul: the ranks
+ * of a tensor-parallel group run as threads in tests). */
 static _Thread_local block_q8a *q8a_buffer;
 static _Thread_local size_t q8a_capacity;
+static pthread_key_t q8a_key;
+static pthread_once_t q8a_key_once = PTHREAD_ONCE_INIT;
+
+static void q8a_make_key(void) { pthread_key_create(&q8a_key, free); }
 
 static block_q8a *q8a_scratch(size_t n_blocks)
 {
@@ -118,6 +125,8 @@ static block_q8a *q8a_scratch(size_t n_blocks)
         free(q8a_buffer);
         q8a_buffer = malloc(n_blocks * sizeof *q8a_buffer);
         q8a_capacity = q8a_buffer ? n_blocks : 0;
+        pthread_once(&q8a_key_once, q8a_make_key);
+        pthread_setspecific(q8a_key, q8a_buffer);
     }
     return q8a_buffer;
 }

@@ -5,7 +5,9 @@
  * each repeated --reps times after one warm-up; the median is printed.
  *
  * --model F runs a real file; --shape S --type T writes (once) a random-weight model
- * of a real shape into var/bench/ and runs that. Output lines are key=value:
+ * of a real shape into var/bench/ and runs that. --tp N runs the model split over N
+ * processes (tensor parallelism, a shared-memory group): each rank runs the same
+ * measurements on its share, and rank 0 reports. Output lines are key=value:
  *   prompt_tokens_per_s=<x>  gen_tokens_per_s=<y>  (and model, threads, peak_rss_mib)
  */
 #include <getopt.h>
@@ -15,13 +17,16 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "parallel/collective.h"
 
 typedef struct bench_args {
     const char *model, *shape, *type;
-    long threads, prompt_tokens, gen_tokens, reps, parallel;
+    long threads, prompt_tokens, gen_tokens, reps, parallel, tp;
 } bench_args;
 
 static double now_seconds(void)
@@ -155,9 +160,14 @@ out:
     free(ttft);
 }
 
-static int run_bench(const bench_args *a, const char *path)
+static int run_bench(const bench_args *a, const char *path, collective *comm)
 {
-    engine_model *m = cli_open_model("bench", path);
+    engine_model *m = NULL;
+    char err[512];
+    if (comm == NULL)
+        m = cli_open_model("bench", path);
+    else if (engine_model_open_shard(&m, path, comm, err, sizeof err))
+        fprintf(stderr, "citadel bench: %s\n", err);
     if (m == NULL)
         return 1;
     engine_model_info info = engine_model_get_info(m);
@@ -183,7 +193,7 @@ static int run_bench(const bench_args *a, const char *path)
     getrusage(RUSAGE_SELF, &ru);
     printf("model=%s arch=%s weights=%s file_mib=%.1f\n", path, info.arch, info.weight_type,
            info.file_bytes / 1048576.0);
-    printf("threads=%ld reps=%ld prompt_tokens=%d gen_tokens=%d\n", a->threads, a->reps, P, G);
+    printf("threads=%ld tp=%ld reps=%ld prompt_tokens=%d gen_tokens=%d\n", a->threads, a->tp, a->reps, P, G);
     if (P > 0) printf("prompt_tokens_per_s=%.2f\n", median(pp, (int)a->reps));
     if (G > 0) printf("gen_tokens_per_s=%.2f\n", median(tg, (int)a->reps));
     printf("peak_rss_mib=%.1f\n", ru.ru_maxrss / 1024.0);
@@ -195,23 +205,56 @@ static int run_bench(const bench_args *a, const char *path)
     return 0;
 }
 
+/* --tp N: ranks 1..N-1 are forked before any thread exists and run the same
+ * measurements silently; rank 0 reports. */
+static int run_split(const bench_args *a, const char *path)
+{
+    char name[64], err[512];
+    snprintf(name, sizeof name, "citadel-bench-%d", (int)getpid());
+    int size = (int)a->tp, rank = 0;
+    pid_t kids[COLLECTIVE_MAX_RANKS];
+    if (size > COLLECTIVE_MAX_RANKS)
+        return cli_usage_error("bench", "--tp %d: at most %d", size, COLLECTIVE_MAX_RANKS);
+    fflush(stdout);
+    for (int r = 1; r < size; r++) {
+        kids[r] = fork();
+        if (kids[r] == 0) {
+            rank = r;
+            if (freopen("/dev/null", "w", stdout) == NULL) _exit(1);
+            break;
+        }
+    }
+    collective *c = collective_shm_open(name, rank, size, 0, 60000, 120000, err, sizeof err);
+    int rc = 1;
+    if (c == NULL) fprintf(stderr, "citadel bench: %s\n", err);
+    else rc = run_bench(a, path, c);
+    collective_close(c);
+    if (rank > 0) _exit(rc);
+    for (int r = 1; r < size; r++) {
+        int status;
+        if (kids[r] > 0 && (waitpid(kids[r], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)))
+            rc = 1;
+    }
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     static const struct option options[] = {
         {"model", required_argument, 0, 'm'}, {"shape", required_argument, 0, 's'},
         {"type", required_argument, 0, 'y'}, {"threads", required_argument, 0, 't'},
         {"prompt-tokens", required_argument, 0, 'p'}, {"gen-tokens", required_argument, 0, 'g'},
-        {"reps", required_argument, 0, 'r'}, {"parallel", required_argument, 0, 'n'},
+        {"reps", required_argument, 0, 'r'}, {"parallel", required_argument, 0, 'n'}, {"tp", required_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bench_args a = {.threads = 2, .prompt_tokens = 128, .gen_tokens = 64, .reps = 3};
+    bench_args a = {.threads = 2, .prompt_tokens = 128, .gen_tokens = 64, .reps = 3, .tp = 1};
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         long *target = opt == 't' ? &a.threads : opt == 'p' ? &a.prompt_tokens
                      : opt == 'g' ? &a.gen_tokens : opt == 'r' ? &a.reps
-                     : opt == 'n' ? &a.parallel : NULL;
+                     : opt == 'n' ? &a.parallel : opt == 'x' ? &a.tp : NULL;
         if (target) {
-            long lo = opt == 't' || opt == 'r' ? 1 : 0;
+            long lo = opt == 't' || opt == 'r' || opt == 'x' ? 1 : 0;
             if (!cli_parse_int(optarg, lo, 1 << 16, target))
                 return cli_usage_error("bench", "bad value '%s' for %s", optarg, argv[optind - 1]);
             continue;
@@ -223,7 +266,8 @@ int cmd_bench(int argc, char **argv)
         case 'h':
             printf("usage: citadel bench (--model FILE | --shape smollm2-135m|tinyllama-1.1b [--type q8_0|q4_0|...])\n"
                    "                     [--threads N] [--prompt-tokens P] [--gen-tokens G] [--reps R]\n"
-                   "                     [--parallel N]   (then N streams at once: aggregate tok/s, TTFT)\n");
+                   "                     [--parallel N]   (then N streams at once: aggregate tok/s, TTFT)\n"
+                   "                     [--tp N]         (the model split over N processes, --threads each)\n");
             return 0;
         default: return cli_usage_error("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -234,7 +278,7 @@ int cmd_bench(int argc, char **argv)
         return cli_usage_error("bench", "nothing to measure");
     char *path = a.shape ? random_model_path(&a) : NULL;
     if (a.shape && path == NULL) return 1;
-    int rc = run_bench(&a, path ? path : a.model);
+    int rc = a.tp > 1 ? run_split(&a, path ? path : a.model) : run_bench(&a, path ? path : a.model, NULL);
     free(path);
     return rc;
 }

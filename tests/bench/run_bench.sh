@@ -3,7 +3,7 @@
 #
 # citadel bench on the two reference shapes with random weights (written once into
 # var/bench/), the same ones llama.cpp's reference figures use (shared/golden/README.md),
-# then the real default model when `make model` has fetched it, then the matmul
+# then the same TinyLlama shape split over 2 processes (--tp 2), then the real default model when `make model` has fetched it, then the matmul
 # micro-benchmark, API key verification, the sanitizer's throughput, LoRA training (bench_train.sh), then the fleet end to end (bench_fleet.sh). 2 threads, 128-token
 # prompt, 64 generated tokens, median of 5 runs.
 # Override with THREADS=, REPS=, PROMPT=, GEN=.
@@ -22,6 +22,8 @@ run --shape smollm2-135m --type q8_0
 echo "== citadel bench --parallel 8 (8 streams of 128 prompt + 128 generated tokens at once)"
 "$bin" bench --shape smollm2-135m --type q8_0 --threads "$threads" --reps 1 --prompt-tokens 128 --gen-tokens 128 --parallel 8 | grep parallel
 run --shape tinyllama-1.1b --type q4_0
+echo "== tensor parallelism: the same TinyLlama shape split over 2 processes, 1 thread each (README: TP)"
+"$bin" bench --shape tinyllama-1.1b --type q4_0 --tp 2 --threads 1 --reps "$reps" --prompt-tokens "$prompt" --gen-tokens "$gen"
 if [ -f var/models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
     run --model var/models/SmolLM2-135M-Instruct.Q4_1.gguf
 else
