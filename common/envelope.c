@@ -287,6 +287,8 @@ int envelope_error_http_status(Citadel__ErrorCode code)
     case CITADEL__ERROR_CODE__UNAVAILABLE:
     case CITADEL__ERROR_CODE__DEADLINE_EXCEEDED:
         return (int)code;
+    case CITADEL__ERROR_CODE__OVERLOADED:   /* "try again later": 503 with Retry-After */
+        return 503;
     default:
         return 500;
     }

@@ -120,8 +120,8 @@ void envelope_error_init(Citadel__Error *e, const char *request_id, Citadel__Err
  * envelope_send. */
 int envelope_reply_error(void *sock, const envelope_route *route, const char *request_id, Citadel__ErrorCode code,
                          const char *origin, const char *message, char *err, size_t errsz);
-/* The HTTP status for a code (the enum's numbers are the statuses; UNKNOWN and
- * anything unlisted are 500). */
+/* The HTTP status for a code (the enum's numbers are the statuses, except OVERLOADED:
+ * 503; UNKNOWN and anything unlisted are 500). */
 int envelope_error_http_status(Citadel__ErrorCode code);
 
 #endif

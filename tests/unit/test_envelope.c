@@ -355,6 +355,7 @@ static void test_names_and_codes(void **state)
     assert_int_equal(envelope_error_http_status(CITADEL__ERROR_CODE__RESOURCE_EXHAUSTED), 429);
     assert_int_equal(envelope_error_http_status(CITADEL__ERROR_CODE__UNAVAILABLE), 503);
     assert_int_equal(envelope_error_http_status(CITADEL__ERROR_CODE__DEADLINE_EXCEEDED), 504);
+    assert_int_equal(envelope_error_http_status(CITADEL__ERROR_CODE__OVERLOADED), 503);
     assert_int_equal(envelope_error_http_status(CITADEL__ERROR_CODE__UNKNOWN), 500);
     assert_int_equal(envelope_error_http_status((Citadel__ErrorCode)12345), 500);
     Citadel__Error e;
