@@ -1,13 +1,10 @@
-"""bench_fleet.py - the end-to-end load client behind bench_fleet.sh: OpenAI chat
-requests over TLS to a running gateway (Python's standard library only), greedy,
-max_tokens 128, streamed so that the time to the first token is seen.
-
-Prints key=value lines:
-  tokens/s with 1 client and with N concurrent clients (completion tokens actually
-  produced / wall time), time to first token p50/p99 for each, and the latency the
-  gateway + router add over `citadel generate` for the same request (the request's wall
-  time through the fleet minus the engine's own prompt + generate time from
-  `citadel generate --json`, same prompt, same threads; median over the reps).
+"""bench_fleet.py - the latency Citadel's gateway + router add to a request, run by
+bench_fleet.sh against a running fleet (Python's standard library only): the same greedy
+chat request through the fleet over TLS (not streamed) and through `citadel generate`,
+alternately; the added latency is the request's wall time through the fleet minus the
+engine's own prompt + generate time from `citadel generate --json` (same prompt, same
+threads; median over the reps). Throughput and latency under load are measured by
+bench_worker.c and openai_load.py.
 
 The engine time of a fresh `citadel generate` process includes cold-start costs (first
 touches of the mapped weights, thread pool start), so the fleet can look *faster* than
@@ -16,7 +13,6 @@ gives the cleaner figure: fleet wall time minus the worker's busy time for the r
 
 Usage: bench_fleet.py HOST PORT KEY CA_CERT MODEL_NAME MODEL_FILE CITADEL_BIN THREADS WORKER_ADMIN_PORT
 """
-import concurrent.futures
 import http.client
 import json
 import ssl
@@ -30,9 +26,6 @@ host, port, key, cert, name, model_file, citadel, threads = sys.argv[1:9]
 port, threads = int(port), int(threads)
 worker_admin = int(sys.argv[9])
 MAX_TOKENS = 128
-CLIENTS = 8
-ROUNDS = 2          # requests per client in the concurrent phase
-SINGLE = 6          # sequential requests in the one-client phase
 OVERHEAD_REPS = 5
 ctx = ssl.create_default_context(cafile=cert)
 local = threading.local()
@@ -56,23 +49,20 @@ def conn():
     return c
 
 
-def body(i, stream, max_tokens=MAX_TOKENS):
-    b = {"model": name, "messages": [{"role": "system", "content": system(i)},
-                                      {"role": "user", "content": PROMPT}],
-         "temperature": 0, "max_tokens": max_tokens, "stream": stream}
-    if stream:
-        b["stream_options"] = {"include_usage": True}
-    return json.dumps(b)
+def body(i, max_tokens):
+    return json.dumps({"model": name, "messages": [{"role": "system", "content": system(i)},
+                                                    {"role": "user", "content": PROMPT}],
+                       "temperature": 0, "max_tokens": max_tokens})
 
 
-def request(i, stream=True, max_tokens=MAX_TOKENS):
-    """One chat request on this thread's keep-alive connection: (wall s, ttft s, tokens).
-    A connection the gateway closed while idle is replaced once (what any client does)."""
+def request(i, max_tokens):
+    """One chat request (not streamed) on this thread's keep-alive connection: (wall s,
+    completion tokens). A connection the gateway closed while idle is replaced once."""
     for attempt in (0, 1):
         c = conn()
         t0 = time.perf_counter()
         try:
-            c.request("POST", "/v1/chat/completions", body=body(i, stream, max_tokens),
+            c.request("POST", "/v1/chat/completions", body=body(i, max_tokens),
                       headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
             r = c.getresponse()
             break
@@ -83,26 +73,8 @@ def request(i, stream=True, max_tokens=MAX_TOKENS):
                 raise
     if r.status != 200:
         raise RuntimeError(f"status {r.status}: {r.read()[:300]!r}")
-    ttft, tokens = None, 0
-    if not stream:
-        d = json.loads(r.read())
-        return time.perf_counter() - t0, None, d["usage"]["completion_tokens"]
-    while True:
-        line = r.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data: "):
-            continue
-        if line == b"data: [DONE]":
-            r.read()
-            break
-        d = json.loads(line[6:])
-        if ttft is None and d.get("choices") and d["choices"][0]["delta"].get("content"):
-            ttft = time.perf_counter() - t0
-        if d.get("usage"):
-            tokens = d["usage"]["completion_tokens"]
-    return time.perf_counter() - t0, ttft, tokens
+    d = json.loads(r.read())
+    return time.perf_counter() - t0, d["usage"]["completion_tokens"]
 
 
 def worker_busy_s():
@@ -114,39 +86,6 @@ def worker_busy_s():
         if line.startswith("citadel_worker_busy_seconds_total "):
             return float(line.split()[1])
     raise RuntimeError("no citadel_worker_busy_seconds_total on the worker")
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def phase(label, clients, per_client, first_id):
-    ids = [first_id + k for k in range(clients * per_client)]
-
-    def worker(c):
-        return [request(i) for i in ids[c::clients]]
-
-    t0 = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(clients) as ex:
-        results = [x for xs in ex.map(worker, range(clients)) for x in xs]
-    wall = time.perf_counter() - t0
-    tokens = sum(r[2] for r in results)
-    ttfts = [r[1] for r in results if r[1] is not None]
-    print(f"{label}_clients={clients}")
-    print(f"{label}_requests={len(results)}")
-    print(f"{label}_completion_tokens_per_request={statistics.mean(r[2] for r in results):.1f}")
-    print(f"{label}_tokens_per_s={tokens / wall:.1f}")
-    print(f"{label}_ttft_p50_ms={pct(ttfts, 50) * 1e3:.1f}")
-    print(f"{label}_ttft_p99_ms={pct(ttfts, 99) * 1e3:.1f}")
-    print(f"{label}_request_p50_s={pct([r[0] for r in results], 50):.3f}")
-    sys.stdout.flush()
-
-
-request(0)   # warm-up: TLS session, worker's first request
-phase("c1", 1, SINGLE, 100)
-phase("c8", CLIENTS, ROUNDS, 200)
-
 
 
 def overhead(label, max_tokens, reps, first_id):
@@ -163,7 +102,7 @@ def overhead(label, max_tokens, reps, first_id):
         g = json.loads(out)
         engine = g["timings"]["prompt_seconds"] + g["timings"]["generate_seconds"]
         busy0 = worker_busy_s()
-        wall, _, tokens = request(i, stream=False, max_tokens=max_tokens)
+        wall, tokens = request(i, max_tokens)
         time.sleep(0.05)   # the worker's busy counter is updated as the request ends
         over_busy.append(wall - (worker_busy_s() - busy0))
         if tokens != g["usage"]["completion_tokens"]:

@@ -42,5 +42,5 @@ if [ -x "$build/bench/bench_sanitize" ]; then
     "$build/bench/bench_sanitize"
 fi
 "$(dirname "$0")/bench_train.sh" "$build"
-echo "== the fleet end to end over TLS (tests/bench/bench_fleet.sh: 1 worker, $threads threads)"
+echo "== serving: the worker alone and the fleet over TLS (tests/bench/bench_fleet.sh: 1 worker, $threads threads)"
 "$(dirname "$0")/bench_fleet.sh" "$build"
