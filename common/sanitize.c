@@ -57,6 +57,31 @@ void sanitize_set_pii_reason(sanitize_result *r, pii_type t)
     snprintf(r->reason, sizeof r->reason, "pii_policy:%s", pii_type_name(t));
 }
 
+void sanitize_set_pii_reasons(sanitize_result *r, const pii_policy policy[PII_TYPE_COUNT])
+{
+    int n = snprintf(r->reason, sizeof r->reason, "pii_policy:");
+    const char *sep = "";
+    for (int t = 0; t < PII_TYPE_COUNT; t++) {
+        if (policy[t] != PII_BLOCK || r->counts[t] == 0) continue;
+        n += snprintf(r->reason + n, sizeof r->reason - (size_t)n, "%s%s", sep, pii_type_name((pii_type)t));
+        sep = ",";
+    }
+}
+
+/* A text blocked by a PII policy: the scan stopped at the first blocking finding, so
+ * it is counted again to the end (nothing is written), which names every blocking type
+ * in the reason and gives the audit trail the whole text's counts. */
+static int count_all_findings(sanitizer *s, const char *text, size_t len, sanitize_result *r)
+{
+    static const pii_policy log_only[PII_TYPE_COUNT] = {PII_LOG, PII_LOG, PII_LOG, PII_LOG, PII_LOG, PII_LOG};
+    pii_buf scratch = {0};
+    pii_scan_result res;
+    memset(r->counts, 0, sizeof(unsigned) * PII_TYPE_COUNT);
+    int rc = pii_scan(s->pii, log_only, text, len, 0, len, true, &scratch, r->counts, &res);
+    pii_buf_free(&scratch);
+    return rc;
+}
+
 /* A blocked text shows nothing of itself. */
 static void block(sanitize_result *r, const char *reason)
 {
@@ -80,7 +105,11 @@ int sanitize_text(sanitizer *s, sanitize_direction dir, const char *text, size_t
         return -1;
     }
     if (res.blocked) {
-        sanitize_set_pii_reason(r, res.block_type);
+        if (count_all_findings(s, text, len, r)) {
+            block(r, "sanitizer_error");
+            return -1;
+        }
+        sanitize_set_pii_reasons(r, s->policy);
         block(r, NULL);
     }
     return 0;

@@ -6,8 +6,8 @@
  * Result of a text: the text with findings replaced ("[PHONE]" ...), the count of
  * findings per type, and whether the text is blocked. A text is blocked when it holds
  * a blocked term (reason "content_policy" for a prompt, "content_filter" for model
- * output) or a finding whose type's policy is block (reason "pii_policy:<TYPE>"); a
- * blocked text's result text is empty. Counts and reasons never contain the values.
+ * output) or findings whose types' policy is block (reason "pii_policy:<TYPE>[,<TYPE>...]",
+ * every such type in the text, in pii_type order); a blocked text's result text is empty. Counts and reasons never contain the values.
  *
  * A sanitizer is immutable after sanitizer_new but its detector holds match state:
  * one thread at a time. Reloading is making a new one (old streams keep the old).
@@ -46,7 +46,7 @@ typedef struct sanitize_result {
     pii_buf text;                        /* text.data may be NULL for an empty text */
     unsigned counts[SANITIZE_FINDING_COUNT];
     bool blocked;
-    char reason[48];                     /* "" unless blocked */
+    char reason[64];                     /* "" unless blocked */
 } sanitize_result;
 
 /* Sanitizes len bytes of text (any bytes; NUL allowed). Returns 0, or -1 when out of
@@ -58,6 +58,8 @@ void sanitize_result_free(sanitize_result *r);
 /* The reason for a blocked term in this direction; a blocking PII type's reason. */
 const char *sanitize_term_reason(sanitize_direction dir);
 void sanitize_set_pii_reason(sanitize_result *r, pii_type t);
+/* "pii_policy:" and every type whose policy is block and whose count is not 0. */
+void sanitize_set_pii_reasons(sanitize_result *r, const pii_policy policy[PII_TYPE_COUNT]);
 
 /* Writes {"text": ..., "findings": [{"type": ..., "count": ...}...], "blocked": b}
  * (findings with a zero count left out; "reason" added when blocked) to out. */

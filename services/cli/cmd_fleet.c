@@ -4,7 +4,8 @@
  *   up      starts citadel-kafka-dev (the in-memory Kafka; the others start once it has
  *           written its brokers' addresses to $CITADEL_HOME/run/kafka.bootstrap, where
  *           they read them), citadel-audit, citadel-router, N citadel-workers (worker-<i>, admin port 9110+i)
- *           and citadel-gateway; with --tp T each worker is a tensor-parallel group
+ *           citadel-sanitizer (:5557, admin 9102) and citadel-gateway (wired to that
+ *           sanitizer: every prompt and output goes through it); with --tp T each worker is a tensor-parallel group
  *           of T processes (rank 0 is worker-<i>, ranks r > 0 are worker-<i>-r<r>,
  *           admin ports after the rank-0 ones, meeting in shared memory), waits until each answers 200 on /readyz, prints how
  *           to call it; then stays in the foreground and stops the fleet on Ctrl-C,
@@ -28,11 +29,13 @@
 #include "fleet.h"
 
 #define FLEET_MAX_WORKERS 16
-#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 6)
+#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 7)   /* + kafka-dev, audit, router, sanitizer, gateway, redis... */
 #define ROUTER_ADMIN_PORT 9101
 #define AUDIT_ADMIN_PORT 9103
 #define KAFKA_DEV_ADMIN_PORT 9105
 #define GATEWAY_ADMIN_PORT 9100
+#define SANITIZER_ADMIN_PORT 9102
+#define SANITIZER_ENDPOINT "tcp://127.0.0.1:5557"
 #define WORKER_ADMIN_BASE 9110
 #define GATEWAY_URL "https://localhost:8443"
 #define STOP_TIMEOUT_S 30.0
@@ -196,8 +199,11 @@ static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
     for (int i = 0; i < a->workers; i++)
         for (int rank = 0; rank < a->tp; rank++)
             plan_worker(p, a, bin_dir, i, rank, threads);
+    fleet_service *z = plan_add(p, bin_dir, "citadel-sanitizer", "sanitizer", SANITIZER_ADMIN_PORT);
+    plan_env(p, z, 0, "CITADEL_HOME", fleet_home());
     fleet_service *g = plan_add(p, bin_dir, "citadel-gateway", "gateway", GATEWAY_ADMIN_PORT);
     plan_env(p, g, 0, "CITADEL_HOME", fleet_home());
+    plan_env(p, g, 1, "CITADEL_GATEWAY_SANITIZER", SANITIZER_ENDPOINT);
 }
 
 /* Refuses to start over a fleet that is already running (its ports are taken). */
@@ -226,38 +232,7 @@ static void remove_pid_files(const char *run_dir, const fleet_plan *p)
     }
 }
 
-/* Which stop phase a service belongs to: the request path first (0), then the audit
- * writer (1, once the gateway has handed it its last events), then Kafka and Redis (2,
- * last: the in-memory Kafka takes what it holds with it). */
-static int stop_phase(const char *name)
-{
-    if (!strcmp(name, "audit")) return 1;
-    if (!strcmp(name, "kafka-dev") || !strcmp(name, "redis")) return 2;
-    return 0;
-}
-
-/* Stops the services phase by phase (stop_phase); returns how many were killed. */
-static int stop_in_phases(char names[][FLEET_NAME_MAX], const pid_t *pids, int n, bool own_children)
-{
-    int killed = 0;
-    for (int phase = 0; phase <= 2; phase++) {
-        pid_t batch[FLEET_MAX_SERVICES + 8];
-        int k = 0;
-        for (int i = 0; i < n; i++)
-            if (stop_phase(names[i]) == phase && pids[i] > 0)
-                batch[k++] = pids[i];
-        if (k)
-            killed += fleet_stop_pids(batch, k, STOP_TIMEOUT_S, own_children);
-    }
-    return killed;
-}
-
-/* Stops the services in reverse start order, in phases: gateway, workers, router, then
- * the audit writer, then Kafka. */
-static void stop_plan(const char *run_dir, fleet_plan *p)
-{
-    pid_t pids[FLEET_MAX_SERVICES];
-    char names[FLEET_MAX_SERVICES][FLEET_NAME_MAX];
+#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 7)   /* + kafka-dev, audit, router, sanitizer, gateway, redis... */
     int n = 0;
     for (int i = p->n - 1; i >= 0; i--) {
         memcpy(names[n], p->svc[i].name, FLEET_NAME_MAX);

@@ -33,6 +33,7 @@
 #include "gw_admin_keys.h"
 #include "gw_audit.h"
 #include "gw_log.h"
+#include "gw_sanitize.h"
 
 typedef struct gw_conn gw_conn;
 typedef struct gw_waiting gw_waiting;
@@ -43,6 +44,7 @@ struct gw_server {
     SSL_CTX *ssl_ctx;
     gw_access *access;
     gw_upstream *up;
+    gw_sanitizer *sanitizer;   /* every prompt and every output goes through it */
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     bool accepting;            /* false once draining: never re-enable the listener */
@@ -78,6 +80,8 @@ typedef struct gw_call {
     struct timespec started;
     bool first_token_seen;
     gw_audit_record audit;             /* emitted by call_end */
+    gw_output_filter *out;             /* the router's answers go through it to the client */
+    gw_findings findings;              /* what the sanitizer found (types, counts) */
 } gw_call;
 
 /* The audit record of the request being admitted (NULL outside handle_request and
@@ -344,6 +348,8 @@ static void new_request_id(char *out, size_t n)
 
 static void call_free(gw_call *c)
 {
+    gw_sanitize_prompt_cancel(c->srv->sanitizer, c->request_id);
+    gw_output_filter_free(c->out);
     if (c->closed_ev) event_free(c->closed_ev);
     if (c->text) evbuffer_free(c->text);
     gw_logprobs_acc_free(c->logprobs);
@@ -369,12 +375,18 @@ static void call_end(gw_call *c, int status)
 {
     c->audit.prompt_tokens = c->usage.prompt_tokens;
     c->audit.completion_tokens = c->usage.completion_tokens;
+    for (int k = 0; k < SANITIZE_FINDING_COUNT; k++)   /* the sanitizer's findings: types and counts */
+        if (c->findings.prompt[k] + c->findings.output[k])
+            gw_audit_add_finding(&c->audit, sanitize_finding_name(k), c->findings.prompt[k] + c->findings.output[k]);
     gw_audit_emit(&c->audit, status);
     if (c->srv) gw_ratelimit_charge(c->srv->access->limits, &c->who,
                                     c->usage.prompt_tokens + c->usage.completion_tokens);
+    char findings[256];
+    gw_findings_format(&c->findings, findings, sizeof findings);
     gw_metric_request(status, seconds_since(&c->started));
-    gw_log(GW_LOG_INFO, c->request_id, "request done: status %d, %lld completion tokens, %.3f s",
-           status, (long long)c->usage.completion_tokens, seconds_since(&c->started));
+    gw_log(GW_LOG_INFO, c->request_id, "request done: status %d, %lld completion tokens, %.3f s, findings %s, "
+           "sanitizer wait %.3f ms", status, (long long)c->usage.completion_tokens, seconds_since(&c->started),
+           findings, c->findings.wait_s * 1e3);
     call_free(c);
 }
 
@@ -508,10 +520,20 @@ static void on_whole_event(gw_call *c, const gw_upstream_event *ev)
     call_end(c, 200);
 }
 
-/* The router's answers for one call. */
+/* The router's answers for one call go through the output filter first. */
 static void on_upstream(const gw_upstream_event *ev, void *arg)
 {
     gw_call *c = arg;
+    gw_output_filter_push(c->out, ev);
+}
+
+/* The sanitized answers. A stream the sanitizer ended (content_filter) or could not
+ * check stops at the router too. */
+static void on_sanitized(const gw_upstream_event *ev, void *arg)
+{
+    gw_call *c = arg;
+    if (ev->kind == GW_UP_ERROR || (ev->finish_reason && !strcmp(ev->finish_reason, "content_filter")))
+        gw_upstream_cancel(c->srv->up, c->request_id);
     if (ev->kind == GW_UP_CHUNK) {
         if (!c->first_token_seen && (ev->text_len > 0 || ev->finish_reason)) {
             c->first_token_seen = true;
@@ -578,6 +600,28 @@ static void parse_cache_control(struct evhttp_request *req, gw_request *body)
     }
 }
 
+/* The sanitizer's verdict on the prompt: refused (400, or 503 failing closed), or
+ * redacted in place and sent to the router with an output filter for the answers. */
+static void on_prompt_checked(const gw_error *refusal, void *arg)
+{
+    gw_call *c = arg;
+    gw_error e;
+    if (refusal == NULL) {
+        c->out = gw_output_filter_new(c->srv->sanitizer, c->request_id, &c->findings, on_sanitized, c);
+        if (c->out == NULL) refusal = gw_error_set(&e, 503, "server_error", NULL, NULL, "out of memory");
+        else if (gw_upstream_submit(c->srv->up, &c->body, c->request_id, c->who.key_id, on_upstream, c, &e) != 0)
+            refusal = &e;
+    }
+    if (refusal != NULL) {
+        call_detach(c);
+        send_error(c->req, refusal, c->request_id, false);
+        call_end(c, refusal->status);
+        return;
+    }
+    gw_log(GW_LOG_INFO, c->request_id, "generation submitted: key_id=%s model=%s stream=%s",
+           c->who.key_id, c->body.model, c->body.stream ? "true" : "false");
+}
+
 static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_kind kind,
                             const gw_principal *who, const char *request_id)
 {
@@ -612,7 +656,7 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
                                  c->body.stream && c->body.include_usage};
     if (c->body.logprobs && !c->body.stream) c->logprobs = gw_logprobs_acc_new(kind);
     c->audit = *admitting;   /* from here on the call emits it (reject still emits the admitting one) */
-    if (gw_upstream_submit(s->up, &c->body, c->request_id, c->who.key_id, on_upstream, c, &e) != 0) {
+    if (gw_sanitize_prompt(s->sanitizer, &c->body, c->request_id, &c->findings, on_prompt_checked, c, &e) != 0) {
         call_free(c);
         reject(req, &e, request_id, false);
         return;
@@ -623,8 +667,6 @@ static void handle_generate(gw_server *s, struct evhttp_request *req, enum gw_ki
         c->closed_ev = event_new(s->base, fd, EV_CLOSED, on_peer_closed, c);
         if (c->closed_ev) event_add(c->closed_ev, NULL);
     }
-    gw_log(GW_LOG_INFO, c->request_id, "generation submitted: key_id=%s model=%s stream=%s",
-           c->who.key_id, c->body.model, c->body.stream ? "true" : "false");
 }
 
 /* The limiter's answer for a generation: its x-ratelimit-* headers on whatever is sent,
@@ -867,6 +909,8 @@ gw_server *gw_server_start(struct event_base *base, const gw_server_config *cfg,
     }
     return s;
 }
+
+void gw_server_set_sanitizer(gw_server *s, gw_sanitizer *z) { s->sanitizer = z; }
 
 void gw_server_stop_accepting(gw_server *s)
 {

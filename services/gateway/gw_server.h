@@ -29,6 +29,7 @@
 #include "gw_auth.h"
 #include "gw_policy.h"
 #include "gw_ratelimit.h"
+#include "gw_sanitize.h"
 #include "gw_upstream.h"
 
 typedef struct gw_server gw_server;
@@ -64,6 +65,10 @@ typedef struct gw_access {
 gw_server *gw_server_start(struct event_base *base, const gw_server_config *cfg,
                            SSL_CTX *ssl_ctx, gw_access *access, gw_upstream *up,
                            char *err, size_t errsz);
+
+/* Every generation's prompt and output go through z (must outlive the server); set it
+ * before the first request. */
+void gw_server_set_sanitizer(gw_server *s, gw_sanitizer *z);
 
 /* Stops accepting new connections (graceful drain starts). In-flight calls go on. */
 void gw_server_stop_accepting(gw_server *s);

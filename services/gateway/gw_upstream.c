@@ -335,6 +335,7 @@ static void deliver_chunk(gw_upstream *up, const uint8_t *buf, size_t len)
         .kind = GW_UP_CHUNK,
         .text = m->text ? m->text : "",
         .text_len = m->text ? strlen(m->text) : 0,
+        .n_tokens = m->n_token_ids,
         .logprobs = lp,
         .n_logprobs = lp ? n_lp : 0,
         .finish_reason = last ? m->finish_reason : NULL,

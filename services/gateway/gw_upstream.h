@@ -37,6 +37,7 @@ struct Citadel__GenerateChunk;
 typedef struct gw_upstream_event {
     enum gw_upstream_event_kind kind;
     const char *text;  size_t text_len;             /* GW_UP_CHUNK: new text */
+    size_t n_tokens;                                /* the tokens behind text */
     const gw_token_logprob *logprobs;  size_t n_logprobs;
     const char *finish_reason;                      /* set on the last chunk only */
     bool has_usage;  gw_usage usage;

@@ -6,7 +6,8 @@
  * --help lists them. The modules: gw_tls (certificates), gw_auth and common/apikeys
  * (who is calling), gw_policy (what roles may do), gw_admin_keys (/admin/keys),
  * gw_jwt (bearer JWTs), gw_ratelimit (requests and tokens per minute, through Redis),
- * gw_upstream (ZeroMQ to the router), gw_server (HTTP), gw_grpc (gRPC), gw_openai (JSON), gw_log.
+ * gw_upstream (ZeroMQ to the router), gw_sanitize (ZeroMQ to the sanitizer),
+ * gw_server (HTTP), gw_grpc (gRPC), gw_openai (JSON), gw_log.
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,6 +24,7 @@
 #include "gw_jwt.h"
 #include "gw_audit.h"
 #include "gw_log.h"
+#include "gw_sanitize.h"
 #include "gw_server.h"
 #include "gw_tls.h"
 #include "gw_upstream.h"
@@ -42,6 +44,9 @@ static setting settings[] = {
     {"tls-key", "CITADEL_GATEWAY_TLS_KEY", "", "private key (PEM) of tls-cert", NULL},
     {"router", "CITADEL_ROUTER_ENDPOINT", "tcp://127.0.0.1:5555", "router frontend (ZeroMQ)", NULL},
     {"router-timeout-ms", "CITADEL_GATEWAY_ROUTER_TIMEOUT_MS", "30000", "no answer from the router within this -> 503", NULL},
+    {"sanitizer", "CITADEL_GATEWAY_SANITIZER", "tcp://127.0.0.1:5557", "citadel-sanitizer (ZeroMQ): every prompt and output goes through it", NULL},
+    {"sanitizer-timeout-ms", "CITADEL_GATEWAY_SANITIZER_TIMEOUT_MS", "2000", "no answer from the sanitizer within this: it is unavailable", NULL},
+    {"sanitizer-fail-open", "CITADEL_GATEWAY_SANITIZER_FAIL_OPEN", "false", "sanitizer unavailable: false -> 503 (fail closed); true -> pass text unsanitized, logged and counted", NULL},
     {"deadline-ms", "CITADEL_GATEWAY_DEADLINE_MS", "600000", "a whole generation's deadline -> 504 (X-Citadel-Deadline-Ms may shorten it)", NULL},
     {"retry-after-s", "CITADEL_GATEWAY_RETRY_AFTER_S", "1", "Retry-After of the 503 when every worker's queue is full", NULL},
     {"admin-listen", "CITADEL_GATEWAY_ADMIN_LISTEN", "127.0.0.1", "admin listener address (/metrics, /healthz, /readyz)", NULL},
@@ -138,6 +143,7 @@ typedef struct gateway {
     gw_server *server;
     gw_grpc *grpc;
     gw_upstream *up;
+    gw_sanitizer *sanitizer;
     struct event *drain_timer;
     struct timespec drain_started;
     long drain_timeout_ms;
@@ -291,7 +297,7 @@ static size_t split_models(char *s, const char **out, size_t cap)
 static int run(void)
 {
     long port, admin_port, max_body, max_header, header_ms, io_ms, max_conns, router_ms, deadline_ms, drain_ms,
-        retry_after_s, grpc_port, audit_queue;
+        retry_after_s, grpc_port, audit_queue, sanitizer_ms;
     if (get_int("port", 1, 65535, &port) || get_int("admin-port", 0, 65535, &admin_port) ||
         get_int("grpc-port", 0, 65535, &grpc_port) ||
         get_int("max-body-bytes", 1024, 1L << 30, &max_body) ||
@@ -303,8 +309,14 @@ static int run(void)
         get_int("deadline-ms", 10, 86400000, &deadline_ms) ||
         get_int("retry-after-s", 1, 86400, &retry_after_s) ||
         get_int("drain-timeout-ms", 0, 86400000, &drain_ms) ||
-        get_int("audit-queue-max", 1, 10000000, &audit_queue))
+        get_int("audit-queue-max", 1, 10000000, &audit_queue) ||
+        get_int("sanitizer-timeout-ms", 10, 600000, &sanitizer_ms))
         return 2;
+    const char *fail_open = get("sanitizer-fail-open");
+    if (strcmp(fail_open, "true") != 0 && strcmp(fail_open, "false") != 0) {
+        fprintf(stderr, "citadel-gateway: sanitizer-fail-open must be true or false, got '%s'\n", fail_open);
+        return 2;
+    }
     enum gw_log_level level;
     if (gw_log_parse_level(get("log-level"), &level) != 0) {
         fprintf(stderr, "citadel-gateway: log-level must be debug, info, warn or error\n");
@@ -343,6 +355,15 @@ static int run(void)
         gw_log(GW_LOG_ERROR, NULL, "%s", err);
         goto out;
     }
+    gw_sanitize_config zcfg = {get("sanitizer"), (int)sanitizer_ms, strcmp(fail_open, "true") == 0};
+    g.sanitizer = gw_sanitizer_new(g.base, &zcfg, err, sizeof err);
+    if (g.sanitizer == NULL) {
+        gw_log(GW_LOG_ERROR, NULL, "%s", err);
+        goto out;
+    }
+    if (zcfg.fail_open)
+        gw_log(GW_LOG_WARN, NULL, "sanitizer-fail-open is on: while the sanitizer is unavailable, prompts and "
+                                  "output pass UNSANITIZED");
     gw_server_config scfg = {get("listen"), (int)port, (size_t)max_body, (size_t)max_header,
                              (int)header_ms, (int)io_ms, (int)max_conns, models, n_models};
     g.server = gw_server_start(g.base, &scfg, ctx, &access, g.up, err, sizeof err);
@@ -350,6 +371,7 @@ static int run(void)
         gw_log(GW_LOG_ERROR, NULL, "%s", err);
         goto out;
     }
+    gw_server_set_sanitizer(g.server, g.sanitizer);
     if (grpc_port > 0) {
         gw_grpc_config gcfg = {get("listen"), (int)grpc_port, cert_path, key_path};
         g.grpc = gw_grpc_start(g.base, &gcfg, &access, g.up, err, sizeof err);
@@ -368,8 +390,8 @@ static int run(void)
     struct event *sigint = evsignal_new(g.base, SIGINT, on_signal, &g);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    gw_log(GW_LOG_INFO, NULL, "serving https://%s:%ld, gRPC :%ld (router %s, admin :%ld)", get("listen"),
-           port, grpc_port, get("router"), admin_port);
+    gw_log(GW_LOG_INFO, NULL, "serving https://%s:%ld, gRPC :%ld (router %s, sanitizer %s, admin :%ld)", get("listen"),
+           port, grpc_port, get("router"), get("sanitizer"), admin_port);
     event_base_dispatch(g.base);
     event_free(sigterm);
     event_free(sigint);
@@ -380,6 +402,7 @@ out:
     gw_grpc_free(g.grpc);   /* before the upstream: it cancels its generations there */
     gw_upstream_free(g.up);
     gw_ratelimit_free(access.limits);
+    gw_sanitizer_free(g.sanitizer);
     if (g.drain_timer) event_free(g.drain_timer);
     if (g.base) event_base_free(g.base);
     gw_policy_free(&access.policy);

@@ -169,7 +169,7 @@ static stream_entry *stream_open(sanitizer_service *svc, const char *id, sanitiz
 }
 
 static int send_response(void *sock, const envelope_route *route, const Citadel__SanitizeRequest *req,
-                         const sanitize_result *r)
+                         const sanitize_result *r, size_t held)
 {
     Citadel__SanitizeResponse resp = CITADEL__SANITIZE_RESPONSE__INIT;
     Citadel__SanitizeFinding f[SANITIZE_FINDING_COUNT], *fp[SANITIZE_FINDING_COUNT];
@@ -189,6 +189,7 @@ static int send_response(void *sock, const envelope_route *route, const Citadel_
     resp.reason = (char *)r->reason;
     resp.request_id = req->request_id;
     resp.stream_id = req->stream_id;
+    resp.held_bytes = (uint32_t)held;
     char err[256];
     int rc = envelope_send(sock, route, &resp.base, err, sizeof err);
     if (rc != ENVELOPE_OK) log_msg(LOG_WARN, req->request_id, "cannot answer: %s", err);
@@ -219,9 +220,10 @@ static int sanitize_whole(sanitizer_service *svc, const Citadel__SanitizeRequest
     return sanitize_text(svc->current->s, dir, req->text, strlen(req->text), r);
 }
 
-/* The next chunk of a stream; *gone says the stream is unknown and cannot be opened. */
+/* The next chunk of a stream; *gone says the stream is unknown and cannot be opened;
+ * *held is what the stream still holds back after it. */
 static int sanitize_chunk(sanitizer_service *svc, const Citadel__SanitizeRequest *req, sanitize_direction dir,
-                          sanitize_result *r, double now, bool *gone)
+                          sanitize_result *r, double now, bool *gone, size_t *held)
 {
     stream_entry *e = stream_find(svc, req->stream_id);
     if (e == NULL && (e = stream_open(svc, req->stream_id, dir, now)) == NULL) {
@@ -231,6 +233,7 @@ static int sanitize_chunk(sanitizer_service *svc, const Citadel__SanitizeRequest
     }
     e->last_seen = now;
     int rc = stream_filter_push(e->f, req->text, strlen(req->text), req->final, r);
+    *held = stream_filter_done(e->f) ? 0 : stream_filter_held(e->f);
     if (rc || stream_filter_done(e->f)) stream_remove(svc, (size_t)(e - svc->streams));
     return rc;
 }
@@ -249,11 +252,12 @@ static void on_request(sanitizer_service *svc, void *sock, const envelope *env, 
     double t0 = mono_now();
     sanitize_result r;
     bool gone = false;
+    size_t held = 0;
     int rc;
     metrics_counter_inc(svc->requests);
     metrics_counter_add(svc->bytes, (double)strlen(req->text));
     if (*req->stream_id) {
-        rc = sanitize_chunk(svc, req, dir, &r, now, &gone);
+        rc = sanitize_chunk(svc, req, dir, &r, now, &gone, &held);
     } else if (svc->drain && !shutdown_drain_enter(svc->drain)) {
         r = (sanitize_result){0};
         rc = -1, gone = true;
@@ -263,7 +267,7 @@ static void on_request(sanitizer_service *svc, void *sock, const envelope *env, 
     }
     if (rc == 0) {
         account(svc, req, &r);
-        send_response(sock, &env->route, req, &r);
+        send_response(sock, &env->route, req, &r, held);
     } else {
         metrics_counter_inc(svc->errors);
         log_msg(LOG_WARN, req->request_id, "%s", gone ? "refused: draining or too many streams" : "sanitizer failed");

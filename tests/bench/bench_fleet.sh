@@ -25,7 +25,7 @@ CLIENTS=${CLIENTS:-1 8 32}
 HERE=$(dirname "$0")
 PROMPT=$HERE/story_prompt.txt
 if [ ! -f "$MODEL" ]; then echo "bench_fleet: skipped, $MODEL absent (run make model)"; exit 0; fi
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BUILD/bench/bench_worker"; do
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer" "$BUILD/bench/bench_worker"; do
     [ -x "$f" ] || { echo "bench_fleet: $f missing (run make)"; exit 1; }
 done
 NAME=$(basename "$MODEL" .gguf)
@@ -48,7 +48,8 @@ CITADEL_ROUTER_FRONTEND=$FE CITADEL_ROUTER_BACKEND=$BE CITADEL_ROUTER_ADMIN_PORT
 PIDS="$PIDS $!"
 start_worker bench-w0 "$BE" $((BASE + 3))
 start_worker bench-alone "$ALONE" $((BASE + 4))
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
+start_sanitizer
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
     CITADEL_ROUTER_ENDPOINT=$FE CITADEL_LOG_LEVEL=warn "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"
 

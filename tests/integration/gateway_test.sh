@@ -21,7 +21,7 @@ BIN=$BUILD/bin
 MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway"; do
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer"; do
     if [ ! -x "$f" ]; then echo "gateway_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
@@ -44,7 +44,8 @@ for n in 0 1; do
         CITADEL_WORKER_DRAIN_SECONDS=5 "$BIN/citadel-worker" >"$TMP/worker$n.log" 2>&1 &
     PIDS="$PIDS $!"
 done
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
+start_sanitizer $((BASE + 7))
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
     CITADEL_ROUTER_ENDPOINT=$FE CITADEL_GATEWAY_DRAIN_TIMEOUT_MS=3000 \
     "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 GW=$!; PIDS="$PIDS $GW"

@@ -13,7 +13,7 @@ MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 HERE=$(dirname "$0")
 
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway"; do
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer"; do
     if [ ! -x "$f" ]; then echo "openai_sdk_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
@@ -47,7 +47,8 @@ PIDS="$PIDS $!"
 CITADEL_WORKER_ID=sdk-test-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$BE \
     CITADEL_WORKER_THREADS=1 CITADEL_WORKER_ADMIN_PORT=$((BASE + 3)) "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
+start_sanitizer $((BASE + 7))
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
     CITADEL_ROUTER_ENDPOINT=$FE "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"
 

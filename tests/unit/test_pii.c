@@ -174,6 +174,19 @@ static void test_policies(void **state)
     assert_int_equal(r.text.len, 0);
     assert_null(strstr(r.reason, "1101"));
     sanitize_result_free(&r);
+    /* Every blocking type in the text is named, not only the first; the counts cover
+     * the whole text although the scan stopped at the first. */
+    p[PII_PHONE] = PII_BLOCK;
+    sanitizer_free(s);
+    s = sanitizer_new(p, NULL, err, sizeof err);
+    t = "id 11010519491231002X, call 13812345678 or 13912345678, mail a@b.com";
+    assert_int_equal(sanitize_text(s, SANITIZE_INPUT, t, strlen(t), &r), 0);
+    assert_true(r.blocked);
+    assert_string_equal(r.reason, "pii_policy:ID_CARD,PHONE");
+    assert_int_equal(r.counts[PII_PHONE], 2);
+    assert_int_equal(r.counts[PII_EMAIL], 1);
+    assert_int_equal(r.counts[PII_ID_CARD], 1);
+    sanitize_result_free(&r);
     sanitizer_free(s);
     pii_policy q;
     assert_int_equal(pii_policy_parse("BLOCK", &q), 0);
