@@ -22,7 +22,7 @@
 
 static const config_setting settings[] = {
     {"sanitizer_endpoint", CONFIG_STRING, "tcp://*:5557", "ZeroMQ endpoint the ROUTER socket binds", 0, 0, false},
-    {"sanitizer_admin_port", CONFIG_INT, "9102", "admin HTTP port (/metrics /healthz /readyz)", 1, 65535, false},
+    {"sanitizer_admin_port", CONFIG_INT, "9102", "admin HTTP port (/metrics /healthz /readyz); 0: any free port", 0, 65535, false},
     {"sanitizer_terms_file", CONFIG_STRING, "", "blocked terms, UTF-8, one a line (empty: none)", 0, 0, false},
     {"sanitizer_policy_phone", CONFIG_STRING, "redact", "PHONE findings: redact, block or log", 0, 0, false},
     {"sanitizer_policy_id_card", CONFIG_STRING, "redact", "ID_CARD findings: redact, block or log", 0, 0, false},

@@ -24,7 +24,7 @@ MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 SMALL=stories260K-ctx128
 
-for f in "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway"; do
+for f in "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer"; do
     if [ ! -x "$f" ]; then echo "admission_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
@@ -54,7 +54,8 @@ start_worker() {
 start_worker adm-w0 "$W0ADMIN" 1 8192; W0=$!
 start_worker adm-w1 "$W1ADMIN" 5 8192; W1=$!
 start_worker adm-w2 "$W2ADMIN" 4 128 "$SMALL"
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
+start_sanitizer
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
     CITADEL_ROUTER_ENDPOINT=$FE CITADEL_GATEWAY_RETRY_AFTER_S=2 \
     "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"

@@ -27,13 +27,13 @@ fleet_cleanup() {
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
 
-# start_sanitizer ADMIN_PORT: citadel-sanitizer listening on SAN, a unix socket in TMP
-# (so that it needs no port of its own), admin on ADMIN_PORT, logging to
+# start_sanitizer [ADMIN_PORT]: citadel-sanitizer listening on SAN, a unix socket in TMP
+# (so that it needs no port of its own), admin on ADMIN_PORT (default: any free port), logging to
 # TMP/sanitizer.log; SAN_PID is its pid. CITADEL_SANITIZER_* in the environment set
 # the rest (policies, term list). A gateway reaches it with CITADEL_GATEWAY_SANITIZER=$SAN.
 start_sanitizer() {
     SAN=ipc://$TMP/sanitizer.ipc
-    CITADEL_SANITIZER_ENDPOINT=$SAN CITADEL_SANITIZER_ADMIN_PORT=$1 "$BIN/citadel-sanitizer" >>"$TMP/sanitizer.log" 2>&1 &
+    CITADEL_SANITIZER_ENDPOINT=$SAN CITADEL_SANITIZER_ADMIN_PORT=${1:-0} "$BIN/citadel-sanitizer" >>"$TMP/sanitizer.log" 2>&1 &
     SAN_PID=$!
     PIDS="$PIDS $SAN_PID"
 }
