@@ -35,6 +35,7 @@ struct op {
     size_t part;
     gw_output_filter *filter;
     struct event *timer;
+    bool unsent;            /* the send failed (no sanitizer connected): fails at once */
     op *prev, *next;
 };
 
@@ -194,7 +195,7 @@ static void on_op_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     op *o = arg;
-    op_failed(o, o->z->sock ? "no answer in time" : "not connected");
+    op_failed(o, o->unsent ? "not connected" : "no answer in time");
 }
 
 /* Sends one SanitizeRequest as a new op; a failed send is reported from the loop. */
@@ -223,6 +224,7 @@ static op *op_send(gw_sanitizer *z, const char *wire_id, Citadel__SanitizeDirect
     bool sent = envelope_send(z->sock, NULL, &m.base, err, sizeof err) == ENVELOPE_OK;
     /* Edge-triggered ZMQ_FD: a send may consume the edge of an arrived answer. */
     event_active(z->readable, EV_READ, 0);
+    o->unsent = !sent;
     int ms = sent ? z->cfg.timeout_ms : 0;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(o->timer, &tv);

@@ -19,7 +19,7 @@ BIN=$BUILD/bin
 MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway"; do
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer"; do
     if [ ! -x "$f" ]; then echo "ratelimit_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 if ! command -v redis-server >/dev/null; then
@@ -43,9 +43,10 @@ PIDS="$PIDS $!"
 CITADEL_WORKER_ID=rl-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$BE CITADEL_WORKER_THREADS=1 \
     CITADEL_WORKER_ADMIN_PORT=$((BASE + 4)) "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
+start_sanitizer
 for g in A B; do
     eval "port=\$G$g"
-    CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$port CITADEL_GATEWAY_ADMIN_PORT=0 \
+    CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$port CITADEL_GATEWAY_ADMIN_PORT=0 \
         CITADEL_ROUTER_ENDPOINT=$FE CITADEL_GATEWAY_REDIS=127.0.0.1:$RPORT CITADEL_GATEWAY_REPLICAS=2 \
         "$BIN/citadel-gateway" >"$TMP/gateway$g.log" 2>&1 &
     PIDS="$PIDS $!"
