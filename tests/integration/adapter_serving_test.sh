@@ -14,7 +14,7 @@ BUILD=${1:-${BUILD:-build}}
 BIN=$BUILD/bin
 MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway"; do
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer"; do
     if [ ! -x "$f" ]; then echo "adapter_serving_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 
@@ -31,7 +31,8 @@ CITADEL_WORKER_ID=adapter-test-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROU
     CITADEL_WORKER_THREADS=1 CITADEL_WORKER_ADMIN_PORT=$((BASE + 3)) \
     "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
+start_sanitizer
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
     CITADEL_ROUTER_ENDPOINT=$FE "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"
 
