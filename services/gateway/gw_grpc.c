@@ -77,6 +77,9 @@ struct rpc {
     gw_principal who;
     gw_request body;
     bool generating;                     /* submitted to the router, not finished */
+    bool sanitizing;                     /* the prompt is with the sanitizer */
+    gw_output_filter *out;               /* the router's chunks go through it */
+    gw_findings findings;                /* what the sanitizer found (types, counts) */
     gw_ratelimit_ticket *ticket;         /* waiting for the rate limiter */
     out_msg *out_head, *out_tail;
     grpc_byte_buffer *in_flight_bb;      /* the message being sent */
@@ -99,6 +102,7 @@ struct gw_grpc {
     struct event_base *base;
     gw_access *access;
     gw_upstream *up;
+    gw_sanitizer *sanitizer;             /* every prompt and output goes through it */
     grpc_server *server;
     grpc_completion_queue *cq;
     pthread_t poller;
@@ -301,6 +305,8 @@ static void rpc_free(rpc *r)
     if (r->call) grpc_call_unref(r->call);
     grpc_call_details_destroy(&r->details);
     grpc_metadata_array_destroy(&r->request_md);
+    if (r->sanitizing) gw_sanitize_prompt_cancel(g->sanitizer, r->request_id);
+    gw_output_filter_free(r->out);
     gw_request_free(&r->body);
     free(r);
     g->live--;
@@ -308,7 +314,7 @@ static void rpc_free(rpc *r)
 
 static void maybe_free(rpc *r)
 {
-    if (r->closed && r->ops_pending == 0 && !r->generating && r->ticket == NULL) rpc_free(r);
+    if (r->closed && r->ops_pending == 0 && !r->generating && !r->sanitizing && r->ticket == NULL) rpc_free(r);
 }
 
 /* ---- methods ------------------------------------------------------------------------ */
@@ -460,17 +466,67 @@ static int request_from_wire(const Citadel__GenerateRequest *m, gw_request *req,
     return 0;
 }
 
-/* The router's answers for a Generate call: each chunk relayed as the worker made it. */
+/* A sanitized event as a GenerateChunk: its text, the token ids and log-probabilities
+ * of released text without findings (gw_sanitize withholds the others: they would
+ * spell out what was redacted), end and usage. */
+static void enqueue_sanitized(rpc *r, const gw_upstream_event *ev)
+{
+    Citadel__GenerateChunk m = CITADEL__GENERATE_CHUNK__INIT;
+    Citadel__Usage usage = CITADEL__USAGE__INIT;
+    char *text = malloc(ev->text_len + 1);
+    Citadel__TokenLogprob *lp = calloc(ev->n_logprobs + 1, sizeof *lp), **lpp = calloc(ev->n_logprobs + 1, sizeof *lpp);
+    if (text == NULL || lp == NULL || lpp == NULL) goto out;
+    memcpy(text, ev->text, ev->text_len);
+    text[ev->text_len] = '\0';
+    m.request_id = r->request_id;
+    m.text = text;
+    for (size_t i = 0; i < ev->n_logprobs; i++) {
+        citadel__token_logprob__init(&lp[i]);
+        lp[i].token = (char *)ev->logprobs[i].token;   /* NUL-terminated: gw_sanitize's copies */
+        lp[i].logprob = ev->logprobs[i].logprob;
+        lpp[i] = &lp[i];
+    }
+    m.n_logprobs = ev->n_logprobs;
+    m.logprobs = lpp;
+    m.n_token_ids = ev->n_token_ids;
+    m.token_ids = (int32_t *)ev->token_ids;
+    m.worker_id = (char *)(ev->worker_id ? ev->worker_id : "");
+    m.finish_reason = (char *)(ev->finish_reason ? ev->finish_reason : "");
+    if (ev->has_usage) {
+        usage.prompt_tokens = (int32_t)ev->usage.prompt_tokens;
+        usage.completion_tokens = (int32_t)ev->usage.completion_tokens;
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+        m.usage = &usage;
+    }
+    size_t len = citadel__generate_chunk__get_packed_size(&m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf) {
+        citadel__generate_chunk__pack(&m, buf);
+        enqueue(r, buf, len);
+        free(buf);
+    }
+out:
+    free(text);
+    free(lp);
+    free(lpp);
+}
+
+/* The router's answers for a Generate call, sanitized: each chunk relayed as the
+ * sanitizer released it. A stream the sanitizer ended or failed stops at the router. */
 static void on_generate_event(const gw_upstream_event *ev, void *arg)
 {
     rpc *r = arg;
+    if (ev->kind == GW_UP_ERROR || (ev->finish_reason && !strcmp(ev->finish_reason, "content_filter")))
+        gw_upstream_cancel(r->g->up, r->request_id);
     if (ev->kind == GW_UP_ERROR) {
         r->generating = false;
         finish_error(r, &ev->error);
         maybe_free(r);
         return;
     }
-    if (ev->wire) {
+    if (ev->wire == NULL && (ev->text_len || ev->n_logprobs || ev->finish_reason)) {
+        enqueue_sanitized(r, ev);
+    } else if (ev->wire) {
         size_t len = citadel__generate_chunk__get_packed_size(ev->wire);
         uint8_t *buf = malloc(len ? len : 1);
         if (buf) {
@@ -494,6 +550,7 @@ static void on_generate_event(const gw_upstream_event *ev, void *arg)
 }
 
 static void on_admission(const gw_rate_decision *d, void *arg);
+static void on_prompt_checked(const gw_error *refusal, void *arg);
 
 static void admitted(rpc *r, const gw_rate_decision *d)
 {
@@ -507,8 +564,35 @@ static void admitted(rpc *r, const gw_rate_decision *d)
         finish_error(r, &e);
         return;
     }
-    if (gw_upstream_submit(r->g->up, &r->body, r->request_id, r->who.key_id, on_generate_event, r, &e) != 0) {
+    if (gw_sanitize_prompt(r->g->sanitizer, &r->body, r->request_id, &r->findings, on_prompt_checked, r, &e) != 0) {
         finish_error(r, &e);
+        return;
+    }
+    r->sanitizing = true;
+}
+
+/* The router's chunks go through the output filter, which calls on_generate_event. */
+static void on_router_event(const gw_upstream_event *ev, void *arg)
+{
+    rpc *r = arg;
+    gw_output_filter_push(r->out, ev);
+}
+
+/* The sanitizer's verdict on the prompt (gw_sanitize.h): refused, or redacted and sent. */
+static void on_prompt_checked(const gw_error *refusal, void *arg)
+{
+    rpc *r = arg;
+    gw_error e;
+    r->sanitizing = false;
+    if (refusal == NULL) {
+        r->out = gw_output_filter_new(r->g->sanitizer, r->request_id, &r->findings, on_generate_event, r);
+        if (r->out == NULL) refusal = gw_error_set(&e, 503, "server_error", NULL, NULL, "out of memory");
+        else if (gw_upstream_submit(r->g->up, &r->body, r->request_id, r->who.key_id, on_router_event, r, &e) != 0)
+            refusal = &e;
+    }
+    if (refusal != NULL) {
+        finish_error(r, refusal);
+        maybe_free(r);
         return;
     }
     r->generating = true;
@@ -672,6 +756,10 @@ static void on_close(rpc *r)
             gw_ratelimit_cancel(r->ticket);
             r->ticket = NULL;
         }
+        if (r->sanitizing) {
+            gw_sanitize_prompt_cancel(r->g->sanitizer, r->request_id);
+            r->sanitizing = false;
+        }
         if (!r->finish_wanted) gw_metric_request(499, seconds_since(&r->started));
         drop_queue(r);
     }
@@ -829,6 +917,8 @@ fail:
     gw_grpc_free(g);
     return NULL;
 }
+
+void gw_grpc_set_sanitizer(gw_grpc *g, gw_sanitizer *z) { g->sanitizer = z; }
 
 void gw_grpc_stop_accepting(gw_grpc *g)
 {

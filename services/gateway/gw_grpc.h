@@ -45,6 +45,8 @@ void gw_grpc_stop_accepting(gw_grpc *g);
 
 /* Cancels what is left, waits for gRPC to hand every call back, and frees. Call it
  * before freeing the upstream. NULL-safe. */
+/* Every Generate's prompt and output go through z (must outlive g); set before serving. */
+void gw_grpc_set_sanitizer(gw_grpc *g, gw_sanitizer *z);
 void gw_grpc_free(gw_grpc *g);
 
 #endif

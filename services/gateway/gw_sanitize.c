@@ -18,6 +18,8 @@
 #include <event2/buffer.h>
 #include <zmq.h>
 
+#include "citadel.pb-c.h"
+
 #include "envelope.h"
 #include "gw_log.h"
 
@@ -74,6 +76,10 @@ struct gw_output_filter {
     uint64_t received, sent, released;   /* raw bytes */
     held_logprob *lps;
     size_t n_lps, cap_lps;
+    int32_t *ids;                 /* token ids waiting with their text (gRPC relays them) */
+    uint64_t *ids_end;            /* raw offset where each one's chunk ends */
+    size_t n_ids, cap_ids;
+    char worker_id[64];
     bool final_seen, final_sent, has_usage;
     char finish_reason[32];
     gw_usage usage;
@@ -522,8 +528,44 @@ static size_t take_logprobs(gw_output_filter *o, uint64_t upto, bool keep, gw_to
     return n_out;
 }
 
+/* The router's token ids for a chunk, held like its log-probabilities. */
+static void hold_ids(gw_output_filter *o, const gw_upstream_event *ev)
+{
+    if (ev->wire == NULL) return;
+    if (ev->wire->worker_id) snprintf(o->worker_id, sizeof o->worker_id, "%s", ev->wire->worker_id);
+    for (size_t i = 0; i < ev->wire->n_token_ids; i++) {
+        if (o->n_ids == o->cap_ids) {
+            size_t cap = o->cap_ids ? o->cap_ids * 2 : 64;
+            int32_t *ids = realloc(o->ids, cap * sizeof *ids);
+            if (ids) o->ids = ids;
+            uint64_t *ends = ids ? realloc(o->ids_end, cap * sizeof *ends) : NULL;
+            if (ends == NULL) return;
+            o->ids_end = ends;
+            o->cap_ids = cap;
+        }
+        o->ids[o->n_ids] = ev->wire->token_ids[i];
+        o->ids_end[o->n_ids++] = o->received;
+    }
+}
+
+/* The held ids up to raw offset `upto` leave the queue: copied to out when keep. */
+static size_t take_ids(gw_output_filter *o, uint64_t upto, bool keep, int32_t *out)
+{
+    size_t k = 0, n_out = 0;
+    for (; k < o->n_ids && o->ids_end[k] <= upto; k++)
+        if (keep) out[n_out++] = o->ids[k];
+    if (k > 0) {
+        memmove(o->ids, o->ids + k, (o->n_ids - k) * sizeof *o->ids);
+        memmove(o->ids_end, o->ids_end + k, (o->n_ids - k) * sizeof *o->ids_end);
+    }
+    o->n_ids -= k;
+    return n_out;
+}
+
 static void filter_destroy(gw_output_filter *o)
 {
+    free(o->ids);
+    free(o->ids_end);
     if (o->inflight) op_free(o->inflight);
     for (size_t i = 0; i < o->n_lps; i++) lp_release(&o->lps[i].lp);
     free(o->lps);
@@ -561,8 +603,11 @@ static bool emit_text(gw_output_filter *o, const char *text, size_t len, uint64_
 {
     gw_token_logprob *lps = o->n_lps ? malloc(o->n_lps * sizeof *lps) : NULL;
     size_t n_lps = take_logprobs(o, upto, keep_lps && lps != NULL, lps);
+    int32_t *ids = o->n_ids ? malloc(o->n_ids * sizeof *ids) : NULL;
+    size_t n_ids = take_ids(o, upto, keep_lps && ids != NULL, ids);
     gw_upstream_event ev = {.kind = GW_UP_CHUNK, .text = text, .text_len = len, .logprobs = lps, .n_logprobs = n_lps,
-                            .finish_reason = finish_reason};
+                            .finish_reason = finish_reason, .token_ids = ids, .n_token_ids = n_ids,
+                            .worker_id = o->worker_id};
     if (finish_reason) {
         ev.has_usage = true;
         ev.usage = o->has_usage ? o->usage : (gw_usage){0, o->tokens};
@@ -571,6 +616,7 @@ static bool emit_text(gw_output_filter *o, const char *text, size_t len, uint64_
     bool alive = len > 0 || n_lps > 0 || finish_reason ? emit(o, &ev) : true;
     for (size_t i = 0; i < n_lps; i++) lp_release(&lps[i]);
     free(lps);
+    free(ids);
     return alive;
 }
 
@@ -647,7 +693,10 @@ static void output_failed(gw_output_filter *o, const char *why)
     size_t len = evbuffer_get_length(o->unreleased);
     const char *text = len ? (const char *)evbuffer_pullup(o->unreleased, -1) : "";
     char *copy = malloc(len + 1);
-    if (copy) memcpy(copy, text, len);
+    if (copy) {
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+    }
     evbuffer_drain(o->unreleased, len);
     o->released = o->sent = o->received;
     emit_text(o, copy ? copy : "", copy ? len : 0, o->received, true, o->final_seen ? o->finish_reason : NULL);
@@ -707,6 +756,7 @@ void gw_output_filter_push(gw_output_filter *o, const gw_upstream_event *ev)
     o->received += ev->text_len;
     o->tokens += (int64_t)ev->n_tokens;
     hold_logprobs(o, ev);
+    hold_ids(o, ev);
     if (ev->finish_reason) {
         o->final_seen = true;
         clock_gettime(CLOCK_MONOTONIC, &o->final_at);

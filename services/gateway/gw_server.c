@@ -524,6 +524,8 @@ static void on_whole_event(gw_call *c, const gw_upstream_event *ev)
 static void on_upstream(const gw_upstream_event *ev, void *arg)
 {
     gw_call *c = arg;
+    if (ev->kind == GW_UP_CHUNK && ev->cache && ev->cache[0] && !c->audit.cache[0])
+        snprintf(c->audit.cache, sizeof c->audit.cache, "%s", ev->cache);
     gw_output_filter_push(c->out, ev);
 }
 
@@ -541,8 +543,6 @@ static void on_sanitized(const gw_upstream_event *ev, void *arg)
         }
         if (ev->has_usage) c->usage = ev->usage;
         c->audit.output_bytes += (long long)ev->text_len;
-        if (ev->cache && ev->cache[0] && !c->audit.cache[0])
-            snprintf(c->audit.cache, sizeof c->audit.cache, "%s", ev->cache);
     }
     if (c->body.stream) on_stream_event(c, ev);
     else on_whole_event(c, ev);

@@ -44,6 +44,8 @@ typedef struct gw_upstream_event {
     gw_error error;                                 /* GW_UP_ERROR: status, message */
     const struct Citadel__GenerateChunk *wire;      /* GW_UP_CHUNK: the message itself (gRPC relays it) */
     const char *cache;                              /* first chunk: "hit", "miss", "bypass" or "" */
+    const int32_t *token_ids;  size_t n_token_ids;  /* set by gw_sanitize's output filter (wire NULL): */
+    const char *worker_id;                          /* the ids behind released text, who made it */
 } gw_upstream_event;
 
 typedef void (*gw_upstream_fn)(const gw_upstream_event *ev, void *arg);

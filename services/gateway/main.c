@@ -379,6 +379,7 @@ static int run(void)
             gw_log(GW_LOG_ERROR, NULL, "%s", err);
             goto out;
         }
+        gw_grpc_set_sanitizer(g.grpc, g.sanitizer);
     }
     if (admin_port > 0 &&
         gw_admin_start(g.base, get("admin-listen"), (int)admin_port, is_ready, &g, err, sizeof err) != 0) {

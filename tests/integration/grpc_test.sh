@@ -23,7 +23,7 @@ CLIENT=$BUILD/tests/integration/grpc_client
 MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$CLIENT" \
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer" "$CLIENT" \
          "$BIN/citadel-audit" "$BIN/citadel-kafka-dev"; do
     if [ ! -x "$f" ]; then echo "grpc_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
@@ -48,7 +48,8 @@ PIDS="$PIDS $!"
 CITADEL_WORKER_ID=grpc-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$BE CITADEL_WORKER_THREADS=1 \
     CITADEL_WORKER_CTX=8192 CITADEL_WORKER_ADMIN_PORT=$((BASE + 3)) "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_GRPC_PORT=$RPCPORT \
+start_sanitizer
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_GRPC_PORT=$RPCPORT \
     CITADEL_GATEWAY_ADMIN_PORT=0 CITADEL_ROUTER_ENDPOINT=$FE CITADEL_KAFKA_BROKERS=$BROKERS \
     "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 GW=$!; PIDS="$PIDS $GW"
