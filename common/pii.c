@@ -9,6 +9,8 @@
 #include "pii.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <emmintrin.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,33 +24,56 @@ static const char *const placeholders[PII_TYPE_COUNT] = {"[SECRET]", "[ID_CARD]"
 static const char *const policy_names[] = {"redact", "block", "log"};
 
 #define OCTET "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-/* anchor, reach: a byte every match holds within `reach` bytes of its start (the first
- * such byte at or after the start): a search can begin `reach` bytes before the next one,
- * which memchr finds far faster than PCRE2 tries the starts in between. */
+/* Where PCRE2 is run at all (a prefilter: PCRE2's own start-of-match scan tries every
+ * digit or every 's' of a text, and each try costs far more than looking at a byte):
+ *   PF_ANCHOR  every match holds `anchor`, whose first occurrence at or after the
+ *              match's start is at most `reach` bytes after it: PCRE2 runs only in the
+ *              window [anchor - reach, anchor] before each occurrence found with memmem
+ *              (start offsets capped with PCRE2's offset limit), and at the end of an
+ *              unfinished text, where a match may be waiting for its anchor;
+ *   PF_NUMBER  every match is made of digits, spaces, '-', '.' and '+': PCRE2 runs only
+ *              on runs of those characters (found in one pass from their digits) that
+ *              hold what the pattern needs at least (run_may_hold: 17 digits in a row
+ *              for an ID, 13 digits for a card, 11 in a row or '+' and 7 for a phone,
+ *              3 dots for IPv4), or that touch the end of an unfinished text. */
+enum prefilter { PF_ANCHOR, PF_NUMBER };
 static const struct {
     pii_type type;
     const char *pattern;
-    char anchor;
+    enum prefilter prefilter;
+    const char *anchor;
     size_t reach;
 } patterns[] = {
-    {PII_SECRET,
-     "-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY-----[\\s\\S]{0,16384}?-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY-----"
-     "|(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,256}(?![A-Za-z0-9_-])"
-     "|(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"
-     "|(?<![A-Za-z0-9])[Bb]earer[ \\t]+[A-Za-z0-9._~+/-]{16,1024}=*(?![A-Za-z0-9._~+/=-])", 0, 0},
-    {PII_ID_CARD, "(?<![0-9A-Za-z])[1-9][0-9]{16}[0-9Xx](?![0-9A-Za-z])(?C2)", 0, 0},
-    {PII_BANK_CARD, "(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])(?C1)", 0, 0},
-    {PII_PHONE, "(?<![0-9+])(?:\\+[1-9][0-9]{6,14}|1[3-9][0-9]{9})(?![0-9])", 0, 0},
+    {PII_SECRET, "-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY-----[\\s\\S]{0,16384}?-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY-----",
+     PF_ANCHOR, "-----BEGIN ", 0},
+    {PII_SECRET, "(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,256}(?![A-Za-z0-9_-])", PF_ANCHOR, "sk-", 0},
+    {PII_SECRET, "(?<![A-Z0-9])AKIA[A-Z0-9]{16}(?![A-Z0-9])", PF_ANCHOR, "AKIA", 0},
+    {PII_SECRET, "(?<![A-Z0-9])ASIA[A-Z0-9]{16}(?![A-Z0-9])", PF_ANCHOR, "ASIA", 0},
+    {PII_SECRET, "(?<![A-Za-z0-9])[Bb]earer[ \\t]+[A-Za-z0-9._~+/-]{16,1024}=*(?![A-Za-z0-9._~+/=-])", PF_ANCHOR, "earer",
+     1},
+    {PII_ID_CARD, "(?<![0-9A-Za-z])[1-9][0-9]{16}[0-9Xx](?![0-9A-Za-z])(?C2)", PF_NUMBER, NULL, 0},
+    {PII_BANK_CARD, "(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])(?C1)", PF_NUMBER, NULL, 0},
+    {PII_PHONE, "(?<![0-9+])(?:\\+[1-9][0-9]{6,14}|1[3-9][0-9]{9})(?![0-9])", PF_NUMBER, NULL, 0},
     {PII_EMAIL, "(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\\.){1,8}[A-Za-z]{2,63}"
-                "(?![A-Za-z0-9-])", '@', 64},
-    {PII_IP, "(?<![0-9.])(?:" OCTET "\\.){3}" OCTET "(?![0-9]|\\.[0-9])", '.', 3},
+                "(?![A-Za-z0-9-])", PF_ANCHOR, "@", 64},
+    {PII_IP, "(?<![0-9.])(?:" OCTET "\\.){3}" OCTET "(?![0-9]|\\.[0-9])", PF_NUMBER, NULL, 0},
     {PII_IP, "(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4})"
-             "(?![0-9A-Za-z:]|\\.[0-9])(?C3)", ':', 4},
+             "(?![0-9A-Za-z:]|\\.[0-9])(?C3)", PF_ANCHOR, ":", 4},
 };
 #define N_PATTERNS (sizeof patterns / sizeof patterns[0])
 
+/* A run of number characters in the text being scanned (PF_NUMBER's prefilter). */
+typedef struct number_run {
+    size_t start, end;
+    unsigned digits, streak, dots;   /* digits, the longest unbroken run of them, dots */
+    bool plus;
+} number_run;
+
 struct pii_detector {
     pcre2_code *code[N_PATTERNS];
+    size_t anchor_len[N_PATTERNS];
+    number_run *runs;       /* the current scan's runs that may hold a match, in order */
+    size_t n_runs, cap_runs;
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *stack;
@@ -172,7 +197,8 @@ static int compile_one(pii_detector *d, size_t i, char *err, size_t errsz)
 {
     int code;
     PCRE2_SIZE at;
-    d->code[i] = pcre2_compile((PCRE2_SPTR)patterns[i].pattern, PCRE2_ZERO_TERMINATED, 0, &code, &at, NULL);
+    d->code[i] = pcre2_compile((PCRE2_SPTR)patterns[i].pattern, PCRE2_ZERO_TERMINATED, PCRE2_USE_OFFSET_LIMIT, &code,
+                              &at, NULL);
     if (d->code[i] == NULL) {
         PCRE2_UCHAR msg[128];
         pcre2_get_error_message(code, msg, sizeof msg);
@@ -180,6 +206,7 @@ static int compile_one(pii_detector *d, size_t i, char *err, size_t errsz)
         return -1;
     }
     pcre2_jit_compile(d->code[i], PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);   /* failure: interpreter */
+    d->anchor_len[i] = patterns[i].anchor ? strlen(patterns[i].anchor) : 0;
     uint32_t lb = 0;
     pcre2_pattern_info(d->code[i], PCRE2_INFO_MAXLOOKBEHIND, &lb);
     if (lb > d->lookbehind) d->lookbehind = lb;
@@ -219,6 +246,7 @@ void pii_detector_free(pii_detector *d)
     pcre2_match_data_free(d->md);
     pcre2_match_context_free(d->mctx);
     pcre2_jit_stack_free(d->stack);
+    free(d->runs);
     free(d);
 }
 
@@ -234,24 +262,180 @@ typedef struct candidate {
     size_t start, end;
 } candidate;
 
-static int search(pii_detector *d, size_t i, const char *buf, size_t len, size_t from, bool final, candidate *c)
+/* Runs pattern i from `from` with match starts capped at `last_start`. Returns 1 with
+ * c set for a match (or a partial one), 0 for none, -1 when PCRE2 failed. */
+static int match_window(pii_detector *d, size_t i, const char *buf, size_t len, size_t from, size_t last_start,
+                        bool final, candidate *c)
 {
-    if (patterns[i].anchor && from < len) {
-        const char *a = memchr(buf + from, patterns[i].anchor, len - from);
-        size_t at = a ? (size_t)(a - buf) : len;
-        if (at > from + patterns[i].reach) from = at - patterns[i].reach;
-    }
+    pcre2_set_offset_limit(d->mctx, last_start < len ? last_start : PCRE2_UNSET);
     int rc = pcre2_match(d->code[i], (PCRE2_SPTR)buf, len, from, final ? 0 : PCRE2_PARTIAL_HARD, d->md, d->mctx);
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(d->md);
-    if (rc == PCRE2_ERROR_NOMATCH) {
-        c->state = CAND_NONE;
-    } else if (rc == PCRE2_ERROR_PARTIAL) {
-        *c = (candidate){CAND_PARTIAL, ov[0], len};
-    } else if (rc >= 0) {
-        *c = (candidate){CAND_COMPLETE, ov[0], ov[1]};
-    } else {
-        return -1;   /* match limit, JIT stack, ...: never let text through unscanned */
+    if (rc == PCRE2_ERROR_NOMATCH) return 0;
+    if (rc == PCRE2_ERROR_PARTIAL) *c = (candidate){CAND_PARTIAL, ov[0], len};
+    else if (rc >= 0) *c = (candidate){CAND_COMPLETE, ov[0], ov[1]};
+    else return -1;   /* match limit, JIT stack, ...: never let text through unscanned */
+    return 1;
+}
+
+/* SSE2 (every x86-64 has it): bit i of the result is set where p[i] equals b. */
+static unsigned bytes_equal(const char *p, char b)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b)));
+}
+
+/* The first occurrence of needle (m >= 1 bytes) in hay[0, n), or NULL. 16 positions at
+ * a time: those where both the needle's first and last bytes are in place, then a
+ * memcmp; several times faster than memmem for the short, rare needles used here. */
+static const char *find_anchor(const char *hay, size_t n, const char *needle, size_t m)
+{
+    if (m == 1) return memchr(hay, needle[0], n);
+    if (n < m) return NULL;
+    size_t last = n - m, i = 0;   /* candidate starts are 0..last */
+    for (; i + 16 <= last + 1; i += 16) {
+        unsigned mask = bytes_equal(hay + i, needle[0]) & bytes_equal(hay + i + m - 1, needle[m - 1]);
+        for (; mask; mask &= mask - 1) {
+            size_t at = i + (size_t)__builtin_ctz(mask);
+            if (!memcmp(hay + at + 1, needle + 1, m - 2)) return hay + at;
+        }
     }
+    for (; i <= last; i++)
+        if (hay[i] == needle[0] && !memcmp(hay + i + 1, needle + 1, m - 1)) return hay + i;
+    return NULL;
+}
+
+/* Whether the end of an unfinished text, from `start`, can be the beginning of a match
+ * of pattern i that has not reached its anchor yet. A cheap necessary test that spares
+ * a PCRE2 call on most chunks of a stream: the e-mail's local part and the IPv6
+ * address's first group end the text with one of their characters; the literal
+ * anchors (and "Bearer") end it with their own beginning. */
+static bool may_wait_for_anchor(const pii_detector *d, size_t i, const char *buf, size_t len, size_t start)
+{
+    unsigned char last = (unsigned char)buf[len - 1];
+    const char *anchor = patterns[i].anchor;
+    if (anchor[0] == '@') return isalnum(last) || last == '.' || last == '_' || last == '%' || last == '+' || last == '-';
+    if (anchor[0] == ':') return isxdigit(last);
+    bool bearer = patterns[i].reach > 0;   /* [Bb]earer: the match begins before its anchor */
+    const char *head = bearer ? "bearer" : anchor;
+    size_t head_len = bearer ? 6 : d->anchor_len[i];
+    for (size_t l = 1; l < head_len && l <= len - start; l++) {
+        char c = buf[len - l];
+        if ((c == head[0] || (bearer && c == 'B')) && !memcmp(buf + len - l + 1, head + 1, l - 1)) return true;
+    }
+    return false;
+}
+
+static int search_anchored(pii_detector *d, size_t i, const char *buf, size_t len, size_t from, bool final,
+                           candidate *c)
+{
+    const char *anchor = patterns[i].anchor;
+    size_t alen = d->anchor_len[i], reach = patterns[i].reach, lo = from;
+    for (const char *hit; lo < len && (hit = find_anchor(buf + lo, len - lo, anchor, alen)) != NULL;) {
+        size_t at = (size_t)(hit - buf), start = at - lo > reach ? at - reach : lo;
+        int rc = match_window(d, i, buf, len, start, at, final, c);
+        if (rc) return rc;
+        lo = at + 1;
+    }
+    /* No anchor left: a match can only be one still waiting for it at the end. */
+    size_t back = reach + alen - 1, start = len - lo > back ? len - back : lo;
+    if (final || lo >= len || !may_wait_for_anchor(d, i, buf, len, start)) return 0;
+    return match_window(d, i, buf, len, start, len, false, c);
+}
+
+/* Whether a run of number characters can hold a match of this type: what each
+ * pattern needs at least (PCRE2 then decides). */
+static bool run_may_hold(const number_run *r, pii_type t)
+{
+    switch (t) {
+    case PII_ID_CARD: return r->streak >= 17;
+    case PII_BANK_CARD: return r->digits >= 13;
+    case PII_PHONE: return r->streak >= 11 || (r->plus && r->streak >= 7);
+    case PII_IP: return r->dots >= 3 && r->digits >= 4;
+    default: return true;
+    }
+}
+
+static int search_numbers(pii_detector *d, size_t i, const char *buf, size_t len, size_t from, bool final,
+                          candidate *c)
+{
+    size_t lo = 0, hi = d->n_runs;
+    while (lo < hi) {   /* the first run ending after `from` */
+        size_t mid = (lo + hi) / 2;
+        if (d->runs[mid].end <= from) lo = mid + 1;
+        else hi = mid;
+    }
+    for (size_t k = lo; k < d->n_runs; k++) {
+        const number_run *r = &d->runs[k];
+        if (!run_may_hold(r, patterns[i].type) && (final || r->end < len)) continue;
+        int rc = match_window(d, i, buf, len, r->start > from ? r->start : from, r->end - 1, final, c);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* A detector's next match from `from`, through its prefilter. */
+static int search(pii_detector *d, size_t i, const char *buf, size_t len, size_t from, bool final, candidate *c)
+{
+    int rc = patterns[i].prefilter == PF_ANCHOR ? search_anchored(d, i, buf, len, from, final, c)
+                                                : search_numbers(d, i, buf, len, from, final, c);
+    if (rc == 0) c->state = CAND_NONE;
+    return rc < 0 ? -1 : 0;
+}
+
+static bool is_number_char(unsigned char b) { return (b >= '0' && b <= '9') || b == ' ' || b == '-' || b == '.' || b == '+'; }
+
+/* The first digit in buf[k, len), or len. 16 bytes at a time: text is mostly not digits. */
+static size_t next_digit(const char *buf, size_t k, size_t len)
+{
+    const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
+    for (; k + 16 <= len; k += 16) {
+        __m128i x = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)(buf + k)), zero);
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, nine), x));
+        if (mask) return k + (size_t)__builtin_ctz(mask);
+    }
+    while (k < len && (buf[k] < '0' || buf[k] > '9')) k++;
+    return k;
+}
+
+static int add_run(pii_detector *d, number_run r)
+{
+    if (d->n_runs == d->cap_runs) {
+        size_t cap = d->cap_runs ? d->cap_runs * 2 : 64;
+        number_run *p = realloc(d->runs, cap * sizeof *p);
+        if (p == NULL) return -1;
+        d->runs = p;
+        d->cap_runs = cap;
+    }
+    d->runs[d->n_runs++] = r;
+    return 0;
+}
+
+/* PF_NUMBER's runs in buf[start, len): those with 4 digits or more (the fewest any
+ * numeric pattern needs), and the one touching the end that may still grow (a '+'
+ * alone may become a phone number). Found from their digits, then widened. */
+static int find_number_runs(pii_detector *d, const char *buf, size_t len, size_t start)
+{
+    d->n_runs = 0;
+    size_t k = start;
+    while ((k = next_digit(buf, k, len)) < len) {
+        number_run r = {k, k, 0, 0, 0, false};
+        while (r.start > start && is_number_char((unsigned char)buf[r.start - 1])) r.start--;
+        for (size_t k0 = r.start; k0 < k; k0++) r.plus |= buf[k0] == '+', r.dots += buf[k0] == '.';
+        for (unsigned streak = 0; k < len && is_number_char((unsigned char)buf[k]); k++) {
+            bool digit = buf[k] >= '0' && buf[k] <= '9';
+            streak = digit ? streak + 1 : 0;
+            if (streak > r.streak) r.streak = streak;
+            r.digits += digit;
+            r.dots += buf[k] == '.';
+            r.plus |= buf[k] == '+';
+        }
+        r.end = k;
+        if ((r.digits >= 4 || k == len) && add_run(d, r)) return -1;
+    }
+    size_t tail = len;   /* a digit-less run at the end holding a '+' */
+    while (tail > start && is_number_char((unsigned char)buf[tail - 1])) tail--;
+    if (tail < len && (d->n_runs == 0 || d->runs[d->n_runs - 1].end < len) && memchr(buf + tail, '+', len - tail))
+        return add_run(d, (number_run){tail, len, 0, 0, 0, true});
     return 0;
 }
 
@@ -298,6 +482,7 @@ int pii_scan(pii_detector *d, const pii_policy policy[PII_TYPE_COUNT], const cha
     size_t pos = start;
     *res = (pii_scan_result){.consumed = start};
     if (final) limit = len;
+    if (find_number_runs(d, buf, len, start)) return -1;
     for (;;) {
         int best = -1;
         size_t partial_at = len;

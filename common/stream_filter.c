@@ -81,8 +81,10 @@ int stream_filter_push(stream_filter *f, const char *chunk, size_t len, bool fin
         end_blocked(f, r, "sanitizer_error");
         return -1;
     }
-    size_t mlen = 0, used = ac_feed(f->s->terms, &f->ac, f->buf + old_len, len, &mlen);
-    size_t term_at = used ? old_len + used - mlen : 0;
+    size_t end = 0, mlen = 0;
+    bool used = ac_feed(f->s->terms, &f->ac, f->buf + old_len, len, &end, &mlen);
+    if (!used && final && ac_finish(f->s->terms, &f->ac, &mlen)) used = true, end = len;
+    size_t term_at = used ? old_len + end - mlen : 0;
     size_t limit = used ? term_at : final ? f->len : f->len - ac_depth(f->s->terms, f->ac);
     pii_scan_result res;
     if (pii_scan(f->s->pii, f->s->policy, f->buf, f->len, f->ctx_len, limit, final && !used, &r->text, r->counts,

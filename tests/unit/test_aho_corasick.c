@@ -1,5 +1,6 @@
 /* test_aho_corasick.c - the blocked-term automaton (common/aho_corasick.h):
- *   - finds every term, overlapping terms and terms that are suffixes of others;
+ *   - finds every term as a whole word (word boundaries at ASCII letters and digits),
+ *     overlapping terms and terms that are suffixes of others;
  *   - Latin letters match in any case, other UTF-8 byte for byte;
  *   - 10,000 terms: each one is found inside a text, and a text holding none is clean;
  *   - the state carries across chunks, and ac_depth is what a stream must hold;
@@ -37,13 +38,41 @@ static void test_basic(void **state)
     ac_automaton *a = build(terms, 4);
     assert_int_equal(ac_term_count(a), 4);
     assert_int_equal(ac_max_term_len(a), 4);
-    assert_int_equal(count(a, "ushers"), 2);      /* "she"/"he" end together, then "hers" */
-    assert_int_equal(count(a, "ahishers"), 3);
+    assert_int_equal(count(a, "she, he and his; hers."), 4);
+    assert_int_equal(count(a, "ushers"), 0);      /* inside a word: no whole-word term */
     assert_int_equal(count(a, "xyz"), 0);
     ac_state st = AC_START;
-    size_t mlen;
-    assert_int_equal(ac_feed(a, &st, "ushers", 6, &mlen), 4);
-    assert_int_equal(mlen, 3);                     /* the longest term ending there */
+    size_t end, mlen;
+    /* "he" is known at the boundary after it: the space at offset 5. */
+    assert_true(ac_feed(a, &st, "so he said", 10, &end, &mlen));
+    assert_int_equal(end, 5);
+    assert_int_equal(mlen, 2);
+    assert_false(ac_feed(a, &st, "so he said" + 5, 5, &end, &mlen));
+    ac_free(a);
+}
+
+/* Word boundaries: a term with ASCII letters or digits at an edge matches only where
+ * the text does not continue the word there; other bytes are boundaries. */
+static void test_word_boundaries(void **state)
+{
+    (void)state;
+    const char *terms[] = {"ass", "bad word", "caf", "机密", "x!"};
+    ac_automaton *a = build(terms, 5);
+    assert_int_equal(count(a, "class"), 0);
+    assert_int_equal(count(a, "assign"), 0);
+    assert_int_equal(count(a, "a glass, an assassin"), 0);
+    assert_int_equal(count(a, "ass1 or 1ass"), 0);        /* digits are word bytes */
+    assert_int_equal(count(a, "an ass."), 1);
+    assert_int_equal(count(a, "ASS"), 1);
+    assert_int_equal(count(a, "my_ass-ok"), 1);           /* '_' and '-' are boundaries */
+    assert_int_equal(count(a, "用ass的"), 1);              /* next to Chinese */
+    assert_int_equal(count(a, "a bad word!"), 1);
+    assert_int_equal(count(a, "bad words"), 0);
+    assert_int_equal(count(a, "badword"), 0);
+    assert_int_equal(count(a, "cafÃ©"), 1);          /* accents are boundaries (documented) */
+    assert_int_equal(count(a, "绝对机密文件"), 1);           /* non-Latin terms match anywhere */
+    assert_int_equal(count(a, "ax!"), 0);
+    assert_int_equal(count(a, "a x!y"), 1);               /* ends with '!': no boundary needed after */
     ac_free(a);
 }
 
@@ -111,11 +140,26 @@ static void test_chunks_and_depth(void **state)
     const char *terms[] = {"forbidden"};
     ac_automaton *a = build(terms, 1);
     ac_state st = AC_START;
-    size_t mlen;
-    assert_int_equal(ac_feed(a, &st, "this is forb", 12, &mlen), 0);
+    size_t end, mlen;
+    assert_false(ac_feed(a, &st, "this is forb", 12, &end, &mlen));
     assert_int_equal(ac_depth(a, st), 4);
-    assert_int_equal(ac_feed(a, &st, "idden!", 6, &mlen), 5);
+    assert_true(ac_feed(a, &st, "idden!", 6, &end, &mlen));
+    assert_int_equal(end, 5);
     assert_int_equal(mlen, 9);
+    /* A chunk ending with the term: held whole (it may go on as "forbiddenness"),
+     * found at the next chunk's first byte (end 0) or at the end of the text. */
+    st = AC_START;
+    assert_false(ac_feed(a, &st, "is forbidden", 12, &end, &mlen));
+    assert_int_equal(ac_depth(a, st), 9);
+    ac_state copy = st;
+    assert_true(ac_feed(a, &st, " here", 5, &end, &mlen));
+    assert_int_equal(end, 0);
+    assert_int_equal(mlen, 9);
+    assert_true(ac_finish(a, &copy, &mlen));
+    assert_int_equal(mlen, 9);
+    st = AC_START;
+    assert_false(ac_feed(a, &st, "forbiddenness", 13, &end, &mlen));
+    assert_false(ac_finish(a, &st, &mlen));
     ac_free(a);
 }
 
@@ -147,7 +191,7 @@ static void test_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_basic),       cmocka_unit_test(test_case_and_utf8),
+        cmocka_unit_test(test_basic),       cmocka_unit_test(test_word_boundaries), cmocka_unit_test(test_case_and_utf8),
         cmocka_unit_test(test_malformed_input), cmocka_unit_test(test_ten_thousand),
         cmocka_unit_test(test_chunks_and_depth), cmocka_unit_test(test_file),
     };

@@ -214,7 +214,11 @@ static void test_blocked_terms(void **state)
     assert_true(r.blocked);
     assert_string_equal(r.reason, "content_filter");
     sanitize_result_free(&r);
-    t = "a forbidden planet";   /* "forbidden plan" is in it: substring matching */
+    t = "a forbidden planet";   /* whole words only: "plan" is not "planet" */
+    assert_int_equal(sanitize_text(s, SANITIZE_INPUT, t, strlen(t), &r), 0);
+    assert_false(r.blocked);
+    sanitize_result_free(&r);
+    t = "the forbidden plan.";
     assert_int_equal(sanitize_text(s, SANITIZE_INPUT, t, strlen(t), &r), 0);
     assert_true(r.blocked);
     sanitize_result_free(&r);
