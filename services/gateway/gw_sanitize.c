@@ -142,7 +142,8 @@ static void write_metrics(FILE *b, void *arg)
     if (z == NULL) return;
     static const char *const dirs[2] = {"prompt", "output"};
     fprintf(b, "# HELP citadel_gateway_sanitize_requests_total Texts sent to the sanitizer, by direction "
-                           "and outcome.\n# TYPE citadel_gateway_sanitize_requests_total counter\n");
+                           "and outcome.\n"
+                           "# TYPE citadel_gateway_sanitize_requests_total counter\n");
     for (int d = 0; d < 2; d++)
         for (int o = 0; o < N_OUTCOMES; o++)
             fprintf(b, "citadel_gateway_sanitize_requests_total{direction=\"%s\",outcome=\"%s\"} %lu\n",
@@ -154,8 +155,9 @@ static void write_metrics(FILE *b, void *arg)
         fprintf(b, "citadel_gateway_sanitizer_bypassed_total{direction=\"%s\"} %lu\n", dirs[d],
                             z->bypassed[d]);
     const char *name = "citadel_gateway_sanitize_wait_seconds";
-    fprintf(b, "# HELP %s Time a request waited on the sanitizer (prompt, and the output's end).\n"
-                           "# TYPE %s histogram\n", name, name);
+    fprintf(b, "# HELP citadel_gateway_sanitize_wait_seconds Time a request waited on the sanitizer "
+                           "(prompt, and the output's end).\n"
+                           "# TYPE citadel_gateway_sanitize_wait_seconds histogram\n");
     unsigned long cum = 0;
     for (size_t i = 0; i < N_WAIT_BUCKETS; i++) {
         cum += z->wait_counts[i];
