@@ -24,7 +24,7 @@ MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 OUTAGE_S=${OUTAGE_S:-12}
 
-for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-audit" \
+for f in "$BIN/citadel" "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer" "$BIN/citadel-audit" \
          "$BIN/citadel-kafka-dev"; do
     if [ ! -x "$f" ]; then echo "audit_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
@@ -67,7 +67,8 @@ PIDS="$PIDS $!"
 CITADEL_WORKER_ID=audit-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$BE CITADEL_WORKER_THREADS=1 \
     CITADEL_WORKER_ADMIN_PORT=$WADMIN "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
+start_sanitizer
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
     CITADEL_ROUTER_ENDPOINT=$FE CITADEL_KAFKA_BROKERS=$BROKERS CITADEL_KAFKA_OPTIONS=$CLIENT_OPTS \
     "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 GW=$!; PIDS="$PIDS $GW"
