@@ -29,7 +29,7 @@
 #include "fleet.h"
 
 #define FLEET_MAX_WORKERS 16
-#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 7)   /* + kafka-dev, audit, router, sanitizer, gateway, redis... */
+#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 7)
 #define ROUTER_ADMIN_PORT 9101
 #define AUDIT_ADMIN_PORT 9103
 #define KAFKA_DEV_ADMIN_PORT 9105
@@ -232,7 +232,38 @@ static void remove_pid_files(const char *run_dir, const fleet_plan *p)
     }
 }
 
-#define FLEET_MAX_SERVICES (FLEET_MAX_WORKERS + 7)   /* + kafka-dev, audit, router, sanitizer, gateway, redis... */
+/* Which stop phase a service belongs to: the request path first (0), then the audit
+ * writer (1, once the gateway has handed it its last events), then Kafka and Redis (2,
+ * last: the in-memory Kafka takes what it holds with it). */
+static int stop_phase(const char *name)
+{
+    if (!strcmp(name, "audit")) return 1;
+    if (!strcmp(name, "kafka-dev") || !strcmp(name, "redis")) return 2;
+    return 0;
+}
+
+/* Stops the services phase by phase (stop_phase); returns how many were killed. */
+static int stop_in_phases(char names[][FLEET_NAME_MAX], const pid_t *pids, int n, bool own_children)
+{
+    int killed = 0;
+    for (int phase = 0; phase <= 2; phase++) {
+        pid_t batch[FLEET_MAX_SERVICES + 8];
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (stop_phase(names[i]) == phase && pids[i] > 0)
+                batch[k++] = pids[i];
+        if (k)
+            killed += fleet_stop_pids(batch, k, STOP_TIMEOUT_S, own_children);
+    }
+    return killed;
+}
+
+/* Stops the services in reverse start order, in phases: gateway, workers, router, then
+ * the audit writer, then Kafka. */
+static void stop_plan(const char *run_dir, fleet_plan *p)
+{
+    pid_t pids[FLEET_MAX_SERVICES];
+    char names[FLEET_MAX_SERVICES][FLEET_NAME_MAX];
     int n = 0;
     for (int i = p->n - 1; i >= 0; i--) {
         memcpy(names[n], p->svc[i].name, FLEET_NAME_MAX);
