@@ -9,7 +9,8 @@
 #   2. the whole fleet over TLS: router + the same kind of worker + HTTPS gateway,
 #      driven by openai_load.py (an OpenAI client that can point at any server), 1, 8
 #      and 32 concurrent clients;
-#   3. bench_fleet.py: the latency the gateway + router add to one request.
+#   3. bench_fleet.py: the latency the gateway + sanitizer + router add to one request,
+#      and what the sanitizer adds (p50/p99 as the gateway times it, from its log).
 # Each of 1 and 2 runs REPS times (default 3), interleaved; the table gives medians.
 # The worker: THREADS (2) engine threads, MAX_SEQS (32) requests in the batch,
 # CTX (1024) positions each. Override with THREADS=, REPS=, MAX_SEQS=, CTX=, CLIENTS=.
@@ -50,7 +51,7 @@ start_worker bench-w0 "$BE" $((BASE + 3))
 start_worker bench-alone "$ALONE" $((BASE + 4))
 start_sanitizer
 CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$((BASE + 6)) \
-    CITADEL_ROUTER_ENDPOINT=$FE CITADEL_LOG_LEVEL=warn "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
+    CITADEL_ROUTER_ENDPOINT=$FE CITADEL_LOG_LEVEL=info "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"
 
 i=0
@@ -89,3 +90,8 @@ python3 "$HERE/bench_table.py" "worker alone (ZeroMQ)=$TMP/alone.txt" "fleet (HT
 echo "== latency the gateway + router add (bench_fleet.py)"
 python3 "$HERE/bench_fleet.py" 127.0.0.1 "$GPORT" "$KEY" "$CITADEL_HOME/tls/server.crt" \
     "$NAME" "$MODEL" "$BIN/citadel" "$THREADS" $((BASE + 3)) || { tail -n 20 "$TMP"/*.log; exit 1; }
+# What the sanitizer added to each request, as the gateway times it (the prompt's
+# answers, and after the router's last chunk the output's end): p50 and p99.
+sed -n 's/.*sanitizer wait \([0-9.]*\) ms.*/\1/p' "$TMP/gateway.log" | sort -n |
+    awk '{v[NR] = $1} END {if (NR) printf "sanitizer_wait_ms_p50=%s\nsanitizer_wait_ms_p99=%s\nsanitizer_wait_requests=%d\n", v[int((NR + 1) / 2)], v[int(NR * 0.99 + 0.999)], NR}'
+
