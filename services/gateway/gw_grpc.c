@@ -282,6 +282,9 @@ static void finish(rpc *r, int http_status, const char *msg)
     r->final_code = status_for_http(http_status);
     snprintf(r->final_msg, sizeof r->final_msg, "%s", msg ? msg : "");
     gw_metric_request(http_status, seconds_since(&r->started));
+    for (int k = 0; k < SANITIZE_FINDING_COUNT; k++)   /* the sanitizer's findings: types and counts */
+        if (r->findings.prompt[k] + r->findings.output[k])
+            gw_audit_add_finding(&r->audit, sanitize_finding_name(k), r->findings.prompt[k] + r->findings.output[k]);
     gw_audit_emit(&r->audit, http_status);
     if (http_status != 200)
         gw_log(http_status >= 500 ? GW_LOG_WARN : GW_LOG_INFO, r->request_id[0] ? r->request_id : NULL,
