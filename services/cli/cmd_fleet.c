@@ -33,6 +33,7 @@
 #define ROUTER_ADMIN_PORT 9101
 #define AUDIT_ADMIN_PORT 9103
 #define KAFKA_DEV_ADMIN_PORT 9105
+#define REDIS_PORT 6380
 #define GATEWAY_ADMIN_PORT 9100
 #define SANITIZER_ADMIN_PORT 9102
 #define SANITIZER_ENDPOINT "tcp://127.0.0.1:5557"
@@ -185,6 +186,51 @@ static void plan_worker(fleet_plan *p, const up_args *a, const char *bin_dir, in
     plan_env(p, w, 7, "CITADEL_WORKER_TP_ADDR", buf);
 }
 
+/* Finds an executable in $PATH. */
+static bool find_in_path(const char *name, char *out, size_t cap)
+{
+    const char *path = getenv("PATH");
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path ? path : "/usr/bin:/bin");
+    for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        set_text(out, cap, "%s/%s", dir, name);
+        if (access(out, X_OK) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Debian's redis-server on 127.0.0.1:6380 for the router's response cache: memory only
+ * (no snapshots), at most 64 MiB, least recently used keys evicted beyond that. */
+static void plan_redis(fleet_plan *p, const char *binary)
+{
+    static char dir[FLEET_PATH_MAX], port[16];
+    fleet_service *s = &p->svc[p->n++];
+    memset(s, 0, sizeof s[0]);
+    set_text(s->name, sizeof s->name, "redis");
+    set_text(s->binary, sizeof s->binary, "%s", binary);
+    s->admin_port = REDIS_PORT;
+    set_text(dir, sizeof dir, "%s/redis", fleet_home());
+    mkdir(dir, 0700);
+    snprintf(port, sizeof port, "%d", REDIS_PORT);
+    static const char *args[] = {"--port", NULL, "--bind", "127.0.0.1", "--dir", NULL, "--save", "",
+                                 "--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru", NULL};
+    args[1] = port;
+    args[5] = dir;
+    memcpy(s->args, args, sizeof args);
+}
+
+/* A service's readiness probe: /readyz, or PING for Redis. */
+static int probe(const fleet_service *s, const char *path, int timeout_ms, char *body, size_t cap)
+{
+    if (!strcmp(s->name, "redis")) {
+        int code = fleet_redis_ping(s->admin_port, timeout_ms);
+        if (body && cap) snprintf(body, cap, "%s", code == 200 ? "PONG" : "");
+        return code;
+    }
+    return fleet_http_get(s->admin_port, path, timeout_ms, body, cap);
+}
+
 static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN), procs = (long)a->workers * a->tp;
@@ -194,8 +240,19 @@ static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
     plan_env(p, k, 0, "CITADEL_HOME", fleet_home());
     fleet_service *au = plan_add(p, bin_dir, "citadel-audit", "audit", AUDIT_ADMIN_PORT);
     plan_env(p, au, 0, "CITADEL_HOME", fleet_home());
+    char redis_bin[FLEET_PATH_MAX];
+    bool redis = find_in_path("redis-server", redis_bin, sizeof redis_bin);
+    if (redis)
+        plan_redis(p, redis_bin);
+    else
+        fprintf(stderr, "citadel up: redis-server not found (make deps): the response cache is off\n");
     fleet_service *r = plan_add(p, bin_dir, "citadel-router", "router", ROUTER_ADMIN_PORT);
     plan_env(p, r, 0, "CITADEL_HOME", fleet_home());
+    if (redis) {
+        char addr[32];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", REDIS_PORT);
+        plan_env(p, r, 1, "CITADEL_ROUTER_CACHE_REDIS", addr);
+    }
     for (int i = 0; i < a->workers; i++)
         for (int rank = 0; rank < a->tp; rank++)
             plan_worker(p, a, bin_dir, i, rank, threads);
@@ -309,7 +366,7 @@ static int wait_ready(const char *run_dir, fleet_plan *p, double timeout_s)
                 fleet_print_log_tail(run_dir, s->name, 10);
                 return -1;
             }
-            if (fleet_http_get(s->admin_port, "/readyz", 500, NULL, 0) == 200) {
+            if (probe(s, "/readyz", 500, NULL, 0) == 200) {
                 ready[i] = true;
                 left--;
                 printf("  %-10s ready (pid %d, admin http://127.0.0.1:%d)\n", s->name, (int)s->pid,
@@ -506,7 +563,9 @@ int cmd_status(int argc, char **argv)
         fleet_read_pid(run_dir, names[i], &pid, &port);
         bool alive = fleet_pid_alive(pid);
         char body[256] = "-";
-        int code = alive ? fleet_http_get(port, "/healthz", 1000, body, sizeof body) : -1;
+        fleet_service probed = {.admin_port = port};
+        set_text(probed.name, sizeof probed.name, "%s", names[i]);
+        int code = alive ? probe(&probed, "/healthz", 1000, body, sizeof body) : -1;
         char health[300];
         if (code > 0) set_text(health, sizeof health, "%d %s", code, body);
         else snprintf(health, sizeof health, "%s", alive ? "no answer" : "-");

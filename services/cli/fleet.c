@@ -86,7 +86,9 @@ static void exec_child(const fleet_service *s, int log_fd)
     }
     for (int i = 0; i < 8 && s->env[i]; i++)
         putenv((char *)s->env[i]);
-    char *argv[] = {(char *)s->binary, NULL};
+    char *argv[18] = {(char *)s->binary};
+    for (int i = 0; i < 16 && s->args[i]; i++)
+        argv[i + 1] = (char *)s->args[i];
     execv(s->binary, argv);
     dprintf(STDERR_FILENO, "citadel up: cannot exec %s: %s\n", s->binary, strerror(errno));
     _exit(127);
@@ -177,7 +179,8 @@ bool fleet_pid_alive(pid_t pid)
             state = '?';
         fclose(f);
     }
-    return strstr(cmd, "citadel") != NULL && state != 'Z';
+    /* The local Redis renames its process ("redis-server 127.0.0.1:6380"). */
+    return (strstr(cmd, "citadel") != NULL || strstr(cmd, "redis-server") != NULL) && state != 'Z';
 }
 
 static int connect_loopback(int port, int timeout_ms)
@@ -199,6 +202,22 @@ static int connect_loopback(int port, int timeout_ms)
         return -1;
     }
     return fd;
+}
+
+int fleet_redis_ping(int port, int timeout_ms)
+{
+    int fd = connect_loopback(port, timeout_ms);
+    if (fd < 0)
+        return -1;
+    char buf[64] = {0};
+    int status = -1;
+    if (write(fd, "PING\r\n", 6) == 6) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) == 1 && read(fd, buf, sizeof buf - 1) > 0 && strncmp(buf, "+PONG", 5) == 0)
+            status = 200;
+    }
+    close(fd);
+    return status;
 }
 
 /* Reads until EOF or the deadline; returns the bytes read. */

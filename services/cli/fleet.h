@@ -25,6 +25,7 @@ typedef struct fleet_service {
     char binary[FLEET_PATH_MAX];   /* absolute or relative path of the executable */
     int admin_port;                /* its /healthz and /readyz */
     const char *env[8];
+    const char *args[16];          /* arguments after the binary's name, NULL-terminated */
     pid_t pid;                     /* 0 until started */
 } fleet_service;
 
@@ -57,6 +58,10 @@ bool fleet_pid_alive(pid_t pid);
 /* GETs http://127.0.0.1:<port><path>. Returns the HTTP status, or -1 when nothing
  * answered within timeout_ms. The body (or its start) goes to body when not NULL. */
 int fleet_http_get(int port, const char *path, int timeout_ms, char *body, size_t cap);
+
+/* Sends PING to a Redis server on 127.0.0.1:port: 200 when it answers +PONG within
+ * timeout_ms (the same meaning as fleet_http_get's status), else -1. */
+int fleet_redis_ping(int port, int timeout_ms);
 
 /* Names of the services that have a pid file in run_dir, in start order (router,
  * workers, then the rest). Returns how many (at most cap). */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "envelope.h"
 #include "log.h"
@@ -97,6 +98,7 @@ int broker_in_flight(broker *b) { return shutdown_drain_in_flight(&b->drain); }
 /* Forgets a request, whatever ended it. */
 static void drop_request(broker *b, pending_request *p)
 {
+    router_cache_forget(b->cache, p->request_id);
     pending_remove(&b->requests, p);
     shutdown_drain_leave(&b->drain);
 }
@@ -151,6 +153,52 @@ static void dispatch(broker *b, pending_request *p)
     }
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A cache hit: the stored chunks go to the gateway as the worker once sent them, with
+ * this request's id, the first saying "hit". */
+static void replay_cached(broker *b, pending_request *p, const Citadel__CachedResponse *cached)
+{
+    envelope_route to = route_to(p->client, p->client_len);
+    double now = mono_now();
+    metrics_histogram_observe(b->metrics.ttft_seconds, now - p->created);
+    pending_mark_started(p);
+    for (size_t i = 0; i < cached->n_chunks; i++) {
+        Citadel__GenerateChunk chunk = *cached->chunks[i];
+        chunk.request_id = p->request_id;
+        chunk.worker_id = "cache";
+        chunk.cache = i == 0 ? "hit" : "";
+        chunk.timings = NULL;   /* nothing was computed */
+        if (envelope_send(b->frontend, &to, &chunk.base, NULL, 0)) {
+            log_msg(LOG_DEBUG, p->request_id, "gateway gone, cached reply dropped");
+            break;
+        }
+    }
+    log_msg(LOG_DEBUG, p->request_id, "answered from the cache (%zu chunks)", cached->n_chunks);
+    finish_request(b, p, now);
+}
+
+/* The response cache's answer for a request that waited for it (cache.h). */
+static void on_cache_answer(void *arg, const char *request_id, enum router_cache_outcome outcome,
+                            const Citadel__CachedResponse *cached)
+{
+    broker *b = arg;
+    pending_request *p = pending_find(&b->requests, request_id);
+    if (p == NULL)
+        return;
+    if (p->cancelled)
+        drop_request(b, p);
+    else if (outcome == CACHE_HIT && cached)
+        replay_cached(b, p, cached);
+    else
+        dispatch(b, p);
+}
+
 static void on_generate_request(broker *b, const envelope *env, double now)
 {
     const Citadel__GenerateRequest *req = (const Citadel__GenerateRequest *)env->msg;
@@ -178,7 +226,9 @@ static void on_generate_request(broker *b, const envelope *env, double now)
         free(payload);
     }
     if (r == PENDING_ADDED) {
-        dispatch(b, p);
+        /* A lookup in the response cache first, when it may hold the answer. */
+        if (router_cache_begin(b->cache, req, now, on_cache_answer, b) != CACHE_MISS)
+            dispatch(b, p);
         return;
     }
     shutdown_drain_leave(&b->drain);
@@ -365,14 +415,24 @@ static void on_worker_reply(broker *b, const envelope *env, double now)
         metrics_counter_inc(b->metrics.refused_overloaded);
         log_msg(LOG_WARN, rid, "every worker tried is overloaded, refusal passed to the gateway");
     }
+    Citadel__GenerateChunk *chunk = is_error ? NULL : (Citadel__GenerateChunk *)env->msg;
+    char *cache_was = chunk ? chunk->cache : NULL;
+    if (chunk)
+        router_cache_record(b->cache, chunk);
     if (!p->started) {
         pending_mark_started(p);
         if (!is_error)
             metrics_histogram_observe(b->metrics.ttft_seconds, now - p->created);
+        if (chunk)   /* the client learns the cache outcome from the first chunk */
+            chunk->cache = (char *)router_cache_outcome_name(router_cache_outcome_of(b->cache, rid));
     }
     envelope_route to = route_to(p->client, p->client_len);
     if (envelope_send(b->frontend, &to, env->msg, NULL, 0))
         log_msg(LOG_DEBUG, rid, "gateway gone, reply dropped");
+    if (chunk)
+        chunk->cache = cache_was;   /* the message's own string, freed with it */
+    if (last && chunk && (strcmp(chunk->finish_reason, "stop") == 0 || strcmp(chunk->finish_reason, "length") == 0))
+        router_cache_complete(b->cache, rid);
     if (last || is_error)
         finish_request(b, p, now);
 }

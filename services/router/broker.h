@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 
+#include "cache.h"
 #include "metrics.h"
 #include "pending.h"
 #include "registry.h"
@@ -42,6 +43,7 @@ typedef struct broker {
     pending_table requests;
     broker_metrics metrics;
     shutdown_drain drain;       /* not accepting: refuse new requests, finish those in flight */
+    router_cache *cache;        /* the response cache (cache.h); NULL: none. Set by main.c */
 } broker;
 
 /* Registers the broker's metrics in reg (may be NULL: no metrics). Returns 0, or -1

@@ -28,6 +28,10 @@ static const config_setting settings[] = {
     {"router_backend", CONFIG_STRING, "tcp://*:5556", "workers' endpoint (ZeroMQ bind address)", .min = 0},
     {"router_admin_port", CONFIG_INT, "9101", "admin HTTP port: /metrics /healthz /readyz", .min = 1, .max = 65535},
     {"router_drain_seconds", CONFIG_DURATION, "30", "time requests in flight get to finish on SIGTERM", .min = 0},
+    {"router_cache_redis", CONFIG_STRING, "", "response cache: Redis host:port (empty: no cache)", .min = 0},
+    {"router_cache_timeout", CONFIG_DURATION, "50ms", "a cache lookup slower than this goes on uncached", .min = 0},
+    {"router_cache_ttl", CONFIG_DURATION, "1h", "cached answers expire after this", .min = 0},
+    {"router_cache_max_entry_bytes", CONFIG_INT, "1048576", "larger answers are not cached", .min = 1024, .max = 536870912},
 };
 
 static double now_s(void)
@@ -60,7 +64,8 @@ static void serve(broker *b, double drain_seconds, admin_server *admin)
 {
     zmq_pollitem_t items[] = {{b->frontend, 0, ZMQ_POLLIN, 0},
                               {b->backend, 0, ZMQ_POLLIN, 0},
-                              {NULL, shutdown_fd(), ZMQ_POLLIN, 0}};
+                              {NULL, shutdown_fd(), ZMQ_POLLIN, 0},
+                              {NULL, -1, 0, 0}};   /* the cache's Redis connection, when it has one */
     bool draining = false;
     double drain_deadline = 0;
     for (;;) {
@@ -73,10 +78,17 @@ static void serve(broker *b, double drain_seconds, admin_server *admin)
         }
         if (draining && (broker_in_flight(b) == 0 || now_s() > drain_deadline))
             return;
-        /* Once draining, the self-pipe stays readable: leave it out of the poll set. */
-        if (zmq_poll(items, draining ? 2 : 3, 100) < 0 && errno != EINTR)
+        /* Once draining, the self-pipe stays readable: poll it as nothing. The cache's
+         * lookups time out in ~50 ms: the poll wakes up for them. */
+        int wait_ms = router_cache_tick(b->cache, now_s());
+        items[2].events = draining ? 0 : ZMQ_POLLIN;
+        items[3].fd = router_cache_poll_fd(b->cache, &items[3].events);
+        int n_items = items[3].fd >= 0 ? 4 : 3;
+        if (zmq_poll(items, n_items, wait_ms >= 0 && wait_ms < 100 ? wait_ms : 100) < 0 && errno != EINTR)
             return;
         double now = now_s();
+        if (n_items == 4 && items[3].revents)
+            router_cache_on_io(b->cache, items[3].revents);
         /* Workers first: replies free capacity. */
         for (int k = 0; k < 64 && (items[1].revents & ZMQ_POLLIN) && broker_on_backend(b, now); k++)
             ;
@@ -107,7 +119,15 @@ int main(int argc, char **argv)
     void *ctx = zmq_ctx_new();
     void *fe = bind_router(ctx, frontend), *be = fe ? bind_router(ctx, backend) : NULL;
     int rc = 1;
-    if (broker_init(&the_broker, fe, be, reg) == 0) {
+    router_cache_config cache_cfg = {
+        .redis = config_string(cfg, "router_cache_redis"),
+        .timeout_ms = (int)(config_duration(cfg, "router_cache_timeout") * 1000),
+        .ttl_s = (int)config_duration(cfg, "router_cache_ttl"),
+        .max_entry_bytes = (size_t)config_int(cfg, "router_cache_max_entry_bytes"),
+    };
+    router_cache *cache = router_cache_new(&cache_cfg, reg);
+    if (cache && broker_init(&the_broker, fe, be, reg) == 0) {
+        the_broker.cache = cache;
         admin_server *admin = be ? admin_start(admin_port, metrics_write, reg) : NULL;
         if (admin) {
             admin_set_ready(admin, true);
@@ -119,6 +139,7 @@ int main(int argc, char **argv)
         admin_stop(admin);
         broker_free(&the_broker);
     }
+    router_cache_free(cache);
     if (fe) zmq_close(fe);
     if (be) zmq_close(be);
     zmq_ctx_term(ctx);
