@@ -70,10 +70,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 {
     (void)rk;
     kafka_producer *p = opaque;
+    _Atomic int *outcome = m->_private;   /* kafka_produce_tracked's, or NULL */
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         atomic_fetch_add(&p->delivered, 1);
+        if (outcome)
+            atomic_store(outcome, 1);
         return;
     }
+    if (outcome)
+        atomic_store(outcome, -1);
     bool purged = m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;
     if (purged && atomic_load(&p->shutting_down))
         atomic_fetch_add(&p->lost_shutdown, 1);
@@ -218,9 +223,18 @@ kafka_producer *kafka_producer_new(const kafka_producer_config *cfg, char *err, 
 int kafka_produce(kafka_producer *p, const char *topic, const void *key, size_t key_len, const void *value,
                   size_t value_len)
 {
+    return kafka_produce_tracked(p, topic, key, key_len, value, value_len, NULL);
+}
+
+int kafka_produce_tracked(kafka_producer *p, const char *topic, const void *key, size_t key_len, const void *value,
+                          size_t value_len, _Atomic int *outcome)
+{
     rd_kafka_resp_err_t e = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
                                               RD_KAFKA_V_VALUE((void *)value, value_len),
-                                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+                                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                              RD_KAFKA_V_OPAQUE(outcome), RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR && outcome)
+        atomic_store(outcome, -1);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
         atomic_fetch_add(&p->queued, 1);
         return 0;

@@ -68,6 +68,14 @@ kafka_producer *kafka_producer_new(const kafka_producer_config *cfg, char *err, 
 int kafka_produce(kafka_producer *p, const char *topic, const void *key, size_t key_len, const void *value,
                   size_t value_len);
 
+/* kafka_produce that also reports the message's fate: *outcome (an atomic int, 0 when
+ * called) becomes 1 once the brokers acknowledged it, -1 once it is lost (counted and
+ * logged as with kafka_produce). It is set on the producer's thread: read it with
+ * atomic_load; it must stay valid until it is set (or the producer is freed). Returns
+ * like kafka_produce (on -1, *outcome is already -1). */
+int kafka_produce_tracked(kafka_producer *p, const char *topic, const void *key, size_t key_len, const void *value,
+                          size_t value_len, _Atomic int *outcome);
+
 /* Waits up to timeout_ms for every queued message to be delivered or lost. Returns how
  * many are still queued (0: all done). */
 int kafka_producer_flush(kafka_producer *p, int timeout_ms);

@@ -19,6 +19,7 @@ int cmd_sanitize(int argc, char **argv);   /* cmd_sanitize.c: common/sanitize.h 
 int cmd_keys(int argc, char **argv);       /* cmd_keys.c: API keys (common/apikeys.h) */
 int cmd_train(int argc, char **argv);      /* cmd_train.c: a LoRA fine-tuning job, locally */
 int cmd_audit(int argc, char **argv);      /* cmd_audit.c: verify and query the audit log */
+int cmd_batch(int argc, char **argv);      /* cmd_batch.c: batch jobs over Kafka */
 /* The local fleet (cmd_fleet.c). */
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);

@@ -107,6 +107,7 @@ static void usage(FILE *out)
             "  keys        API keys: create, list, revoke (the gateway's key store)\n"
             "  train       fine-tune a LoRA adapter on a JSONL data set\n"
             "  audit       verify the audit log's hash chain, query its records\n"
+            "  batch       submit batch jobs over Kafka, read their results\n"
             "  up          start the local fleet (router, workers, gateway)\n"
             "  down        stop the local fleet\n"
             "  status      each service of the local fleet: alive or dead, and its health\n"
@@ -130,6 +131,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "keys")) return cmd_keys(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "audit")) return cmd_audit(argc - 1, argv + 1);
+    if (!strcmp(cmd, "batch")) return cmd_batch(argc - 1, argv + 1);
     if (!strcmp(cmd, "up")) return cmd_up(argc - 1, argv + 1);
     if (!strcmp(cmd, "down")) return cmd_down(argc - 1, argv + 1);
     if (!strcmp(cmd, "status")) return cmd_status(argc - 1, argv + 1);

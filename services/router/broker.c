@@ -21,6 +21,13 @@
 
 #define ORIGIN "router"
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* The route to one peer of a ROUTER socket: its identity, one hop. */
 static envelope_route route_to(const void *id, size_t len)
 {
@@ -47,9 +54,13 @@ static int copy_field(const char *s, char *out, size_t cap)
 static void reply_error(broker *b, const void *client, size_t client_len, const char *request_id,
                         Citadel__ErrorCode code, const char *message)
 {
-    envelope_route to = route_to(client, client_len);
     metrics_counter_inc(b->metrics.errors);
     log_msg(LOG_WARN, request_id, "error reply: %s", message);
+    if (router_batch_is_client(client, client_len)) {
+        router_batch_on_error(b->batch, request_id, code, message, mono_now());
+        return;
+    }
+    envelope_route to = route_to(client, client_len);
     if (envelope_reply_error(b->frontend, &to, request_id, code, ORIGIN, message, NULL, 0))
         log_msg(LOG_WARN, request_id, "gateway gone, error not delivered");
 }
@@ -153,13 +164,6 @@ static void dispatch(broker *b, pending_request *p)
     }
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* A cache hit: the stored chunks go to the gateway as the worker once sent them, with
  * this request's id, the first saying "hit". */
 static void replay_cached(broker *b, pending_request *p, const Citadel__CachedResponse *cached)
@@ -174,7 +178,9 @@ static void replay_cached(broker *b, pending_request *p, const Citadel__CachedRe
         chunk.worker_id = "cache";
         chunk.cache = i == 0 ? "hit" : "";
         chunk.timings = NULL;   /* nothing was computed */
-        if (envelope_send(b->frontend, &to, &chunk.base, NULL, 0)) {
+        if (router_batch_is_client(p->client, p->client_len))
+            router_batch_on_chunk(b->batch, &chunk, now);
+        else if (envelope_send(b->frontend, &to, &chunk.base, NULL, 0)) {
             log_msg(LOG_DEBUG, p->request_id, "gateway gone, cached reply dropped");
             break;
         }
@@ -199,12 +205,12 @@ static void on_cache_answer(void *arg, const char *request_id, enum router_cache
         dispatch(b, p);
 }
 
-static void on_generate_request(broker *b, const envelope *env, double now)
+/* A GenerateRequest from a client (a gateway's identity, or the batch bridge's): into
+ * the table, then to the cache or a worker; every refusal is answered. */
+static void admit_request(broker *b, const Citadel__GenerateRequest *req, const void *client, size_t client_len,
+                          double now)
 {
-    const Citadel__GenerateRequest *req = (const Citadel__GenerateRequest *)env->msg;
     char rid[PENDING_REQUEST_ID_MAX], model[PENDING_MODEL_MAX];
-    const void *client = env->route.id[0];
-    size_t client_len = env->route.len[0];
     if (copy_field(req->request_id, rid, sizeof rid) || copy_field(req->model, model, sizeof model)) {
         metrics_counter_inc(b->metrics.bad_messages);
         reply_error(b, client, client_len, "", CITADEL__ERROR_CODE__INVALID_ARGUMENT,
@@ -216,12 +222,12 @@ static void on_generate_request(broker *b, const envelope *env, double now)
         return;
     }
     /* The bytes to send, and to send again should the worker die before answering. */
-    size_t len = protobuf_c_message_get_packed_size(env->msg);
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
     uint8_t *payload = malloc(len ? len : 1);
     pending_request *p;
     enum pending_add_result r = PENDING_NOMEM;
     if (payload) {
-        protobuf_c_message_pack(env->msg, payload);
+        protobuf_c_message_pack(&req->base, payload);
         r = pending_add(&b->requests, rid, model, client, client_len, payload, len, now, &p);
         free(payload);
     }
@@ -249,6 +255,19 @@ static void on_generate_request(broker *b, const envelope *env, double now)
         reply_error(b, client, client_len, rid, CITADEL__ERROR_CODE__INTERNAL, "out of memory");
         break;
     }
+}
+
+static void on_generate_request(broker *b, const envelope *env, double now)
+{
+    admit_request(b, (const Citadel__GenerateRequest *)env->msg, env->route.id[0], env->route.len[0], now);
+}
+
+int broker_submit_batch(void *broker_ptr, const Citadel__GenerateRequest *req, double now, char *why, size_t whysz)
+{
+    (void)why;
+    (void)whysz;
+    admit_request(broker_ptr, req, ROUTER_BATCH_CLIENT, ROUTER_BATCH_CLIENT_LEN, now);
+    return 0;
 }
 
 /* A Cancel goes to the worker holding the request. The request stays in the table
@@ -427,7 +446,14 @@ static void on_worker_reply(broker *b, const envelope *env, double now)
             chunk->cache = (char *)router_cache_outcome_name(router_cache_outcome_of(b->cache, rid));
     }
     envelope_route to = route_to(p->client, p->client_len);
-    if (envelope_send(b->frontend, &to, env->msg, NULL, 0))
+    if (router_batch_is_client(p->client, p->client_len)) {
+        if (chunk)
+            router_batch_on_chunk(b->batch, chunk, now);
+        else {
+            const Citadel__Error *e = (const Citadel__Error *)env->msg;
+            router_batch_on_error(b->batch, rid, e->code, e->message, now);
+        }
+    } else if (envelope_send(b->frontend, &to, env->msg, NULL, 0))
         log_msg(LOG_DEBUG, rid, "gateway gone, reply dropped");
     if (chunk)
         chunk->cache = cache_was;   /* the message's own string, freed with it */

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 
+#include "batch.h"
 #include "cache.h"
 #include "metrics.h"
 #include "pending.h"
@@ -44,6 +45,7 @@ typedef struct broker {
     broker_metrics metrics;
     shutdown_drain drain;       /* not accepting: refuse new requests, finish those in flight */
     router_cache *cache;        /* the response cache (cache.h); NULL: none. Set by main.c */
+    router_batch *batch;        /* the Kafka batch bridge (batch.h); NULL: none. Set by main.c */
 } broker;
 
 /* Registers the broker's metrics in reg (may be NULL: no metrics). Returns 0, or -1
@@ -60,6 +62,10 @@ bool broker_on_backend(broker *b, double now);
 /* Expires silent workers and retries or fails their requests, and updates the gauges.
  * Call every ~100 ms. */
 void broker_tick(broker *b, double now);
+
+/* A batch request from batch.h, admitted as if a gateway had sent it; its answers go
+ * back to the batch bridge. Always 0: refusals come back as errors (router_batch_submit_fn). */
+int broker_submit_batch(void *broker_ptr, const Citadel__GenerateRequest *req, double now, char *why, size_t whysz);
 
 /* Stops taking new requests (SIGTERM); those in flight go on. */
 void broker_begin_drain(broker *b);

@@ -542,17 +542,6 @@ router_cache *router_cache_new(const router_cache_config *cfg, metrics_registry 
     if (c == NULL)
         return NULL;
     c->cfg = *cfg;
-    if (cfg->redis == NULL || cfg->redis[0] == '\0')
-        return c;   /* disabled */
-    const char *colon = strrchr(cfg->redis, ':');
-    if (colon == NULL || colon == cfg->redis || (size_t)(colon - cfg->redis) >= sizeof c->host ||
-        (c->port = atoi(colon + 1)) <= 0 || c->port > 65535) {
-        log_msg(LOG_ERROR, "", "cache: router_cache_redis must be host:port, got '%s'", cfg->redis);
-        free(c);
-        return NULL;
-    }
-    memcpy(c->host, cfg->redis, (size_t)(colon - cfg->redis));
-    c->enabled = true;
     const char *hit[] = {"result", "hit", NULL}, *miss[] = {"result", "miss", NULL}, *bypass[] = {"result", "bypass", NULL};
     c->hit = metrics_counter_new(reg, "cache_requests_total", "Requests by response cache outcome.", hit);
     c->miss = metrics_counter_new(reg, "cache_requests_total", "Requests by response cache outcome.", miss);
@@ -570,6 +559,19 @@ router_cache *router_cache_new(const router_cache_config *cfg, metrics_registry 
     static const double bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
     c->lookup_seconds = metrics_histogram_new(reg, "cache_lookup_seconds", "Time for Redis to answer a lookup.", NULL,
                                               bounds, sizeof bounds / sizeof bounds[0]);
+    /* The metrics exist (at 0) without a cache too: dashboards and alerts see the same
+     * families on every router. */
+    if (cfg->redis == NULL || cfg->redis[0] == '\0')
+        return c;   /* disabled */
+    const char *colon = strrchr(cfg->redis, ':');
+    if (colon == NULL || colon == cfg->redis || (size_t)(colon - cfg->redis) >= sizeof c->host ||
+        (c->port = atoi(colon + 1)) <= 0 || c->port > 65535) {
+        log_msg(LOG_ERROR, "", "cache: router_cache_redis must be host:port, got '%s'", cfg->redis);
+        free(c);
+        return NULL;
+    }
+    memcpy(c->host, cfg->redis, (size_t)(colon - cfg->redis));
+    c->enabled = true;
     return c;
 }
 

@@ -31,6 +31,10 @@ static const config_setting settings[] = {
     {"router_cache_redis", CONFIG_STRING, "", "response cache: Redis host:port (empty: no cache)", .min = 0},
     {"router_cache_timeout", CONFIG_DURATION, "50ms", "a cache lookup slower than this goes on uncached", .min = 0},
     {"router_cache_ttl", CONFIG_DURATION, "1h", "cached answers expire after this", .min = 0},
+    {"kafka_brokers", CONFIG_STRING, "", "Kafka for batch jobs (empty: $CITADEL_HOME/run/kafka.bootstrap; none: off)", .min = 0},
+    {"kafka_options", CONFIG_STRING, "", "more librdkafka settings, name=value,name=value", .min = 0},
+    {"router_batch_group", CONFIG_STRING, "citadel-router-batch", "Kafka consumer group of the batch bridge", .min = 0},
+    {"router_batch_max_in_flight", CONFIG_INT, "2", "batch requests running at once (only while no interactive one is)", .min = 1, .max = 64},
     {"router_cache_max_entry_bytes", CONFIG_INT, "1048576", "larger answers are not cached", .min = 1024, .max = 536870912},
 };
 
@@ -95,6 +99,8 @@ static void serve(broker *b, double drain_seconds, admin_server *admin)
         if (items[0].revents & ZMQ_POLLIN)
             broker_on_frontend(b, now);
         broker_tick(b, now);
+        if (!draining)
+            router_batch_tick(b->batch, now, b->requests.n, broker_submit_batch, b);
     }
 }
 
@@ -128,6 +134,13 @@ int main(int argc, char **argv)
     router_cache *cache = router_cache_new(&cache_cfg, reg);
     if (cache && broker_init(&the_broker, fe, be, reg) == 0) {
         the_broker.cache = cache;
+        router_batch_config batch_cfg = {
+            .brokers = config_string(cfg, "kafka_brokers"),
+            .options = config_string(cfg, "kafka_options"),
+            .group = config_string(cfg, "router_batch_group"),
+            .max_in_flight = (int)config_int(cfg, "router_batch_max_in_flight"),
+        };
+        the_broker.batch = router_batch_new(&batch_cfg, reg);
         admin_server *admin = be ? admin_start(admin_port, metrics_write, reg) : NULL;
         if (admin) {
             admin_set_ready(admin, true);
@@ -137,6 +150,7 @@ int main(int argc, char **argv)
             rc = 0;
         }
         admin_stop(admin);
+        router_batch_free(the_broker.batch, 5000);
         broker_free(&the_broker);
     }
     router_cache_free(cache);
