@@ -369,7 +369,7 @@ static int wait_ready(const char *run_dir, fleet_plan *p, double timeout_s)
             if (probe(s, "/readyz", 500, NULL, 0) == 200) {
                 ready[i] = true;
                 left--;
-                printf("  %-10s ready (pid %d, admin http://127.0.0.1:%d)\n", s->name, (int)s->pid,
+                printf("  %-12s ready (pid %d, admin http://127.0.0.1:%d)\n", s->name, (int)s->pid,
                        s->admin_port);
                 fflush(stdout);
             }
@@ -556,7 +556,7 @@ int cmd_status(int argc, char **argv)
         printf("no fleet (nothing in %s)\n", run_dir);
         return 3;
     }
-    printf("%-10s %-6s %-8s %-6s %s\n", "service", "state", "pid", "admin", "healthz");
+    printf("%-12s %-6s %-8s %-6s %s\n", "service", "state", "pid", "admin", "healthz");
     for (int i = 0; i < n; i++) {
         pid_t pid = 0;
         int port = 0;
@@ -569,7 +569,7 @@ int cmd_status(int argc, char **argv)
         char health[300];
         if (code > 0) set_text(health, sizeof health, "%d %s", code, body);
         else snprintf(health, sizeof health, "%s", alive ? "no answer" : "-");
-        printf("%-10s %-6s %-8d %-6d %s\n", names[i], alive ? "alive" : "dead", (int)pid, port, health);
+        printf("%-12s %-6s %-8d %-6d %s\n", names[i], alive ? "alive" : "dead", (int)pid, port, health);
         dead += !alive || code != 200;
     }
     return dead ? 1 : 0;
