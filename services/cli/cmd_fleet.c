@@ -245,14 +245,14 @@ static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
     if (redis)
         plan_redis(p, redis_bin);
     else
-        fprintf(stderr, "citadel up: redis-server not found (make deps): the response cache is off\n");
+        fprintf(stderr, "citadel up: redis-server not found (make deps): the response cache is off, "
+                        "rate limits are the gateway's own\n");
     fleet_service *r = plan_add(p, bin_dir, "citadel-router", "router", ROUTER_ADMIN_PORT);
     plan_env(p, r, 0, "CITADEL_HOME", fleet_home());
-    if (redis) {
-        char addr[32];
-        snprintf(addr, sizeof addr, "127.0.0.1:%d", REDIS_PORT);
-        plan_env(p, r, 1, "CITADEL_ROUTER_CACHE_REDIS", addr);
-    }
+    char redis_addr[32];
+    snprintf(redis_addr, sizeof redis_addr, "127.0.0.1:%d", REDIS_PORT);
+    if (redis)
+        plan_env(p, r, 1, "CITADEL_ROUTER_CACHE_REDIS", redis_addr);
     for (int i = 0; i < a->workers; i++)
         for (int rank = 0; rank < a->tp; rank++)
             plan_worker(p, a, bin_dir, i, rank, threads);
@@ -261,6 +261,8 @@ static void make_plan(fleet_plan *p, const up_args *a, const char *bin_dir)
     fleet_service *g = plan_add(p, bin_dir, "citadel-gateway", "gateway", GATEWAY_ADMIN_PORT);
     plan_env(p, g, 0, "CITADEL_HOME", fleet_home());
     plan_env(p, g, 1, "CITADEL_GATEWAY_SANITIZER", SANITIZER_ENDPOINT);
+    if (redis)   /* the rate limits, shared with any gateway started on the same Redis */
+        plan_env(p, g, 2, "CITADEL_GATEWAY_REDIS", redis_addr);
 }
 
 /* Refuses to start over a fleet that is already running (its ports are taken). */
