@@ -147,7 +147,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(KERNEL_LIB) $(COMMON_LIB)
 # and link the modules listed in <SERVICE>_TEST_MODULES (the ones without sockets;
 # the rest is exercised by tests/integration).
 SERVICE_TEST_LIBS ?=
-ROUTER_TEST_MODULES := registry pending
+ROUTER_TEST_MODULES := registry pending cache
 WORKER_TEST_MODULES := job_queue request_map admission adapters
 SANITIZER_TEST_MODULES := sanitizer_service
 define service_test_rule

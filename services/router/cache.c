@@ -339,7 +339,8 @@ static enum router_cache_outcome remember(router_cache *c, const Citadel__Genera
     if (e == NULL)
         return CACHE_BYPASS;
     snprintf(e->request_id, sizeof e->request_id, "%s", req->request_id);
-    router_cache_key(req, e->key, sizeof e->key);
+    if (store)   /* the key costs a pack and a hash: only when the answer will be stored */
+        router_cache_key(req, e->key, sizeof e->key);
     e->outcome = o;
     e->store = store;
     unsigned b = bucket_of(e->request_id);
