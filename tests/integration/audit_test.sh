@@ -9,7 +9,9 @@
 #     the events wait in the gateway's queue (seen there during the outage) and arrive;
 #     citadel-audit killed with -9 and restarted writes nothing twice;
 #   - an edited, a removed and a swapped record are each caught by verify, which names it;
-#   - query by user, model and time.
+#   - query by user, model and time;
+#   - a gateway whose queue (5 events) is too small for an outage counts and logs each
+#     event it cannot keep, with its request id.
 # The outage lasts OUTAGE_S (12 s, not the 30 s of the issue): it only has to outlast
 # every timeout that could drop or double an event, and the test shortens those: the
 # consumer's session (6 s, so the group really expires and rebalances) and the clients'
@@ -162,6 +164,27 @@ miss=need-set(r)
 assert not miss, miss
 assert r["key_id"]=="admin" and r["roles"]==["admin"] and r["status"]==200 and r["client"]=="127.0.0.1" and len(r["input_sha256"])==64 and r["completion_tokens"]>0, r
 ' "$SEG" 2>"$TMP/fields" && ok "a record carries every field (key, roles, hashes, tokens, status, client...)" || fail "record fields: $(cat "$TMP/fields")"
+
+# 5. A queue too small for an outage: what does not fit is counted and logged with its
+#    request id, never dropped silently.
+kill -TERM "$GW"; wait "$GW"
+kill -USR1 "$KAFKA"
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
+    CITADEL_ROUTER_ENDPOINT=$FE CITADEL_KAFKA_BROKERS=$BROKERS CITADEL_KAFKA_OPTIONS=$CLIENT_OPTS \
+    CITADEL_GATEWAY_AUDIT_QUEUE_MAX=5 CITADEL_GATEWAY_DRAIN_TIMEOUT_MS=1000 \
+    "$BIN/citadel-gateway" >"$TMP/gateway2.log" 2>&1 &
+GW=$!; PIDS="$PIDS $GW"
+PROBES=0
+until model_listed; do PROBES=$((PROBES + 1)); sleep 0.1; [ $PROBES -gt 100 ] && break; done
+$LOAD "$URL" "$KEYFILE" "$NAME" 12 "$TMP/run3" --threads 2 >/dev/null 2>&1
+SENT=$((PROBES + 1 + 12))   # every probe that reached the gateway, the one that passed, 12 chats
+FULL=$(metric "$GADMIN" 'citadel_gateway_audit_kafka_messages_total{outcome="lost",reason="queue_full"}')
+LINES=$(grep -c '"msg":"kafka: message lost".*"reason":"queue full"' "$TMP/gateway2.log")
+if [ "${FULL:-0}" -ge 12 ] && [ "${FULL:-0}" -le $((SENT - 5)) ] && [ "$LINES" -ge 5 ] && \
+   grep -q '"request_id":"req-[0-9a-f]*","msg":"kafka: message lost"' "$TMP/gateway2.log"; then
+    ok "queue of 5 during an outage: $FULL events over it counted as lost and logged by request id ($LINES lines, the rest summed up)"
+else fail "small queue: lost=$FULL of $SENT sent, $LINES log lines"; fi
+kill -USR2 "$KAFKA"
 
 [ $failed -eq 0 ] || { echo "--- logs"; tail -n 15 "$TMP"/*.log; }
 echo "$passed passed, $failed failed"
