@@ -66,6 +66,19 @@ static void log_lost(kafka_producer *p, const char *topic, const void *key, size
     }
 }
 
+/* Writes the summary of the losses not logged one by one, once their second is over
+ * (or at once when final): every loss reaches the log, the burst as a count. */
+static void flush_lost_summary(kafka_producer *p, bool final)
+{
+    pthread_mutex_lock(&p->log_lock);
+    if (p->log_suppressed && (final || time(NULL) != p->log_second)) {
+        log_msg(LOG_ERROR, "", "kafka: %llu more message(s) lost in the last second (not logged one by one)",
+                (unsigned long long)p->log_suppressed);
+        p->log_suppressed = 0;
+    }
+    pthread_mutex_unlock(&p->log_lock);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
@@ -102,9 +115,12 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 static void *serve_reports(void *arg)
 {
     kafka_producer *p = arg;
-    while (!atomic_load(&p->stop))
+    while (!atomic_load(&p->stop)) {
         rd_kafka_poll(p->rk, 100);
+        flush_lost_summary(p, false);
+    }
     rd_kafka_poll(p->rk, 0);
+    flush_lost_summary(p, true);
     return NULL;
 }
 

@@ -16,7 +16,7 @@ BIN=$BUILD/bin
 MODEL=tests/data/models/stories260K.gguf
 NAME=stories260K
 
-for f in "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway"; do
+for f in "$BIN/citadel-router" "$BIN/citadel-worker" "$BIN/citadel-gateway" "$BIN/citadel-sanitizer"; do
     if [ ! -x "$f" ]; then echo "cache_test: $f missing (run make)"; echo "0 passed, 1 failed"; exit 1; fi
 done
 if ! command -v redis-server >/dev/null; then
@@ -41,7 +41,8 @@ PIDS="$PIDS $!"
 CITADEL_WORKER_ID=cache-w0 CITADEL_WORKER_MODEL=$MODEL CITADEL_WORKER_ROUTER=$BE CITADEL_WORKER_THREADS=1 \
     CITADEL_WORKER_ADMIN_PORT=$WADMIN "$BIN/citadel-worker" >"$TMP/worker.log" 2>&1 &
 PIDS="$PIDS $!"
-CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
+start_sanitizer   # the gateway sends every prompt through it (and fails closed without it)
+CITADEL_GATEWAY_LISTEN=127.0.0.1 CITADEL_GATEWAY_SANITIZER=$SAN CITADEL_GATEWAY_PORT=$GPORT CITADEL_GATEWAY_ADMIN_PORT=$GADMIN \
     CITADEL_ROUTER_ENDPOINT=$FE "$BIN/citadel-gateway" >"$TMP/gateway.log" 2>&1 &
 PIDS="$PIDS $!"
 
