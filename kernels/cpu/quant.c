@@ -554,6 +554,26 @@ void quantize_row_q8a(const float *src, block_q8a *dst, int64_t n)
     }
 }
 
+float vec_dot_f16(const uint16_t *k, const float *x, int64_t n)
+{
+    if (simd_level() >= SIMD_AVX2)
+        return vec_dot_f16_avx2(k, x, n);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        sum += fp16_to_fp32(k[i]) * x[i];
+    return sum;
+}
+
+void axpy_f16(float *y, float a, const uint16_t *v, int64_t n)
+{
+    if (simd_level() >= SIMD_AVX2) {
+        axpy_f16_avx2(y, a, v, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * fp16_to_fp32(v[i]);
+}
+
 int type_uses_q8a(enum tensor_type type)
 {
     return type == TENSOR_Q8_0 || type == TENSOR_Q4_0 || type == TENSOR_Q4_1 ||

@@ -52,6 +52,13 @@ void quantize_row_q8a(const float *src, block_q8a *dst, int64_t n);
  * simd_level(). */
 float vec_dot(enum tensor_type type, const void *w, const float *x, const block_q8a *xq, int64_t n);
 
+/* Attention over an f16 KV cache without converting rows first: vec_dot_f16(k, x, n)
+ * equals vec_dot(TENSOR_F32, k widened to f32, x, NULL, n) bit for bit (the same sums
+ * in the same order at every SIMD level), and axpy_f16(y, a, v, n) does
+ * y[i] += a * v[i] exactly as the plain f32 loop does (a product, then a sum). */
+float vec_dot_f16(const uint16_t *k, const float *x, int64_t n);
+void axpy_f16(float *y, float a, const uint16_t *v, int64_t n);
+
 /* True when products with this weight type use q8a activations. */
 int type_uses_q8a(enum tensor_type type);
 

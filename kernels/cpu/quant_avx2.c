@@ -184,3 +184,32 @@ void fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, int64_t n)
     for (; i < n; i++)
         dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
 }
+
+/* Two accumulators over 16 values, as dot_f32 (tile_kernels.h) sums. */
+float vec_dot_f16_avx2(const uint16_t *k, const float *x, int64_t n)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i))), _mm256_loadu_ps(x + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8))), _mm256_loadu_ps(x + i + 8),
+                               acc1);
+    }
+    float sum = tk_hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        sum += _cvtsh_ss(k[i]) * x[i];
+    return sum;
+}
+
+/* A product, then a sum (no fused multiply-add), as the plain f32 loop computes. */
+void axpy_f16_avx2(float *y, float a, const uint16_t *v, int64_t n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 p = _mm256_mul_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))));
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), p));
+    }
+    for (; i < n; i++)
+        y[i] += a * _cvtsh_ss(v[i]);
+}

@@ -66,6 +66,9 @@ void packed_gemm_avx2(enum tensor_type type, const void *packed, int g0, int g1,
  * the same as the scalar fp16_to_fp32 / fp32_to_fp16 (dequantize_row and quantize_row
  * use them at the AVX2 level and above). */
 void fp16_to_fp32_row_avx2(const uint16_t *src, float *dst, int64_t n);
+/* vec_dot_f16 and axpy_f16 (quant.h) at these levels; the dot sums as dot_f32 does. */
+float vec_dot_f16_avx2(const uint16_t *k, const float *x, int64_t n);
+void axpy_f16_avx2(float *y, float a, const uint16_t *v, int64_t n);
 void fp32_to_fp16_row_avx2(const float *src, uint16_t *dst, int64_t n);
 
 /* quantize_row_q8a at these levels (same result as the scalar version: round to

@@ -439,6 +439,11 @@ void kv_cache_store(kv_seq *s, int layer, int pos, const float *k, const float *
     }
 }
 
+const void *kv_seq_stored_rows(const kv_seq *s, int b, int layer, int kv_head, bool values)
+{
+    return head_rows(s->cache, s->blocks[b], layer, kv_head, values);
+}
+
 const float *kv_seq_rows(const kv_seq *s, int b, int layer, int kv_head, bool values, int n, float *scratch)
 {
     const kv_cache *c = s->cache;

@@ -130,6 +130,10 @@ void kv_seq_publish(kv_seq *s, const int32_t *tokens);
  * to the cache's type. pos must be reserved and not in an indexed block. */
 void kv_cache_store(kv_seq *s, int layer, int pos, const float *k, const float *v);
 
+/* The rows of head kv_head's keys (values when `values`) of block slot `b` in s's
+ * table as stored: block_tokens rows of kv_row_bytes each, in the cache's type. */
+const void *kv_seq_stored_rows(const kv_seq *s, int b, int layer, int kv_head, bool values);
+
 /* The n (<= block_tokens) first rows (HS floats each) of head kv_head's keys (values
  * when `values`) of block slot `b` in s's table, as f32: a pointer into the cache for
  * f32, else converted into scratch (n * HS floats). */

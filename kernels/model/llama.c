@@ -623,9 +623,13 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
     float scale = 1.0f / sqrtf((float)HS), max = -INFINITY;
     for (int b = 0, p0 = 0; p0 < n_keys; b++, p0 += BT) {
         int n = n_keys - p0 < BT ? n_keys - p0 : BT;
-        const float *keys = kv_seq_rows(seq, b, job->layer, kvh, false, n, rows);
+        /* f16 rows are read as they are stored (widening on the fly costs less than a
+         * converted copy); the sums are those of the f32 dot product */
+        const uint16_t *halves = half ? kv_seq_stored_rows(seq, b, job->layer, kvh, false) : NULL;
+        const float *keys = half ? NULL : kv_seq_rows(seq, b, job->layer, kvh, false, n, rows);
         for (int j = 0; j < n; j++) {
-            float sc = vec_dot(TENSOR_F32, keys + (size_t)j * HS, q, NULL, HS) * scale;
+            float sc = (half ? vec_dot_f16(halves + (size_t)j * HS, q, HS)
+                             : vec_dot(TENSOR_F32, keys + (size_t)j * HS, q, NULL, HS)) * scale;
             scores[p0 + j] = sc;
             if (sc > max) max = sc;
         }
@@ -639,11 +643,16 @@ static void attention_task(void *ctx, int task, int n_tasks, int thread)
     memset(out, 0, sizeof(float) * HS);
     for (int b = 0, p0 = 0; p0 < n_keys; b++, p0 += BT) {
         int n = n_keys - p0 < BT ? n_keys - p0 : BT;
+        if (half) {
+            const uint16_t *v = kv_seq_stored_rows(seq, b, job->layer, kvh, true);
+            for (int j = 0; j < n; j++)
+                axpy_f16(out, round_to_half(scores[p0 + j] / sum), v + (size_t)j * HS, HS);
+            continue;
+        }
         const float *values = kv_seq_rows(seq, b, job->layer, kvh, true, n, rows);
         for (int j = 0; j < n; j++) {
             const float *v = values + (size_t)j * HS;
             float w = scores[p0 + j] / sum;
-            if (half) w = round_to_half(w);
             for (int i = 0; i < HS; i++)
                 out[i] += w * v[i];
         }

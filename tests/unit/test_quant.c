@@ -495,6 +495,35 @@ static void test_q8a_zero_block(void **state)
     simd_set_level(simd_best_level());
 }
 
+/* The f16 attention helpers give bit for bit what the f32 code gives on the widened
+ * values, at every SIMD level (the f16 KV cache keeps the f32 cache's numerics). */
+static void test_f16_attention_helpers_match_f32(void **state)
+{
+    (void)state;
+    enum { N = 64 + 8 + 3 };
+    uint16_t h[N];
+    float wide[N], x[N];
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        h[i] = fp32_to_fp16((float)rand() / RAND_MAX * 4.0f - 2.0f);
+        wide[i] = fp16_to_fp32(h[i]);
+        x[i] = (float)rand() / RAND_MAX - 0.5f;
+    }
+    for (int level = SIMD_SCALAR; level <= (int)simd_best_level(); level++) {
+        simd_set_level((enum simd_level)level);
+        for (int n = 1; n <= N; n += 7) {
+            float a = vec_dot_f16(h, x, n), b = vec_dot(TENSOR_F32, wide, x, NULL, n);
+            assert_memory_equal(&a, &b, sizeof a);
+            float y1[N], y2[N];
+            for (int i = 0; i < n; i++) y1[i] = y2[i] = x[i];
+            axpy_f16(y1, 0.3125f, h, n);
+            for (int i = 0; i < n; i++) y2[i] += 0.3125f * wide[i];
+            assert_memory_equal(y1, y2, sizeof(float) * (size_t)n);
+        }
+    }
+    simd_set_level(simd_best_level());
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot_reference),
         cmocka_unit_test(test_simd_levels_match_scalar),
         cmocka_unit_test(test_q8a_zero_block),
+        cmocka_unit_test(test_f16_attention_helpers_match_f32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
