@@ -747,15 +747,27 @@ static int layer_forward(llama_state *s, const llama_layer *l, int layer, int T)
 }
 
 /* The rows of the tokens whose logits are wanted, normalized, through the output
- * matrix into out (one row of V per wanted token, in order). */
-static void logits_forward(llama_state *s, const int *rows, int n_rows, float *out)
+ * matrix into out (one row of V per wanted token, in order). A shard computes its
+ * share of the vocabulary and gathers the rest. Returns 0, or -1 when that failed. */
+static int logits_forward(llama_state *s, const int *rows, int n_rows, float *out)
 {
     const llama_model *m = s->m;
     int C = m->hp.dim;
     for (int i = 0; i < n_rows; i++)
         rmsnorm_forward(s->xn + (size_t)i * C, s->x + (size_t)rows[i] * C, m->output_norm, 1, C,
                         m->hp.rms_eps);
-    mm(s, out, s->xn, n_rows, &m->output);
+    if (m->shard == NULL) {
+        mm(s, out, s->xn, n_rows, &m->output);
+        return 0;
+    }
+    float *part = malloc(sizeof(float) * (size_t)n_rows * (size_t)m->output.rows);
+    int rc = part ? 0 : -1;
+    if (part) {
+        mm(s, part, s->xn, n_rows, &m->output);
+        rc = shard_gather_logits(m, part, n_rows, out);
+    }
+    free(part);
+    return rc;
 }
 
 /* The chunk's tokens, already laid out in tok_seq/tok_pos, through every layer.
@@ -809,7 +821,8 @@ int llama_forward(llama_state *s, const int32_t *tokens, int n, float *logits, b
             int rows[T], n_rows = 0;  /* T <= max_batch: a few hundred ints */
             for (int t = all_logits ? 0 : T - 1; t < T; t++)
                 rows[n_rows++] = t;
-            logits_forward(s, rows, n_rows, all_logits ? logits + (size_t)done * V : logits);
+            if (logits_forward(s, rows, n_rows, all_logits ? logits + (size_t)done * V : logits))
+                return -1;
         }
         done += T;
     }
@@ -864,7 +877,8 @@ int llama_forward_batch(llama_state *work, const llama_batch_seq *seqs, int n_se
         seqs[i].kv->n_tokens += seqs[i].n;
     if (n_rows == 0)
         return 0;
-    logits_forward(work, rows, n_rows, staged);
+    if (logits_forward(work, rows, n_rows, staged))
+        return -1;
     for (int i = 0, r = 0; i < n_seqs; i++)
         if (seqs[i].logits)
             memcpy(seqs[i].logits, staged + (size_t)r++ * V, sizeof(float) * V);

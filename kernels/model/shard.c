@@ -96,6 +96,14 @@ static void slice_vector(float *v, int first, int n)
     if (v) memmove(v, v + first, sizeof(float) * (size_t)n);
 }
 
+/* The rows of the output head rank r of N computes: V split as evenly as it goes. */
+static void vocab_share(int V, int N, int r, int *first, int *n)
+{
+    int base = V / N, extra = V % N;
+    *first = r * base + (r < extra ? r : extra);
+    *n = base + (r < extra ? 1 : 0);
+}
+
 int shard_split_model(llama_model *m, collective *comm, bool mapped, char *err, size_t errsz)
 {
     llama_hparams *hp = &m->hp;
@@ -124,10 +132,35 @@ int shard_split_model(llama_model *m, collective *comm, bool mapped, char *err, 
             return fail(err, errsz, "out of memory slicing layer %d", i);
         }
     }
+    vocab_share(hp->n_vocab, N, r, &sh->vocab_first, &sh->vocab_n);
+    slice_rows(&m->output, sh->vocab_first, sh->vocab_n);   /* tied: tok_embd itself stays whole */
     hp->n_heads /= N;
     hp->n_kv_heads /= N;
     hp->ffn_dim = f;
     m->shard = sh;
+    return 0;
+}
+
+int shard_gather_logits(const llama_model *m, const float *part, int n_rows, float *out)
+{
+    const llama_shard *sh = m->shard;
+    int V = m->hp.n_vocab, first, n;
+    float *piece = malloc(sizeof(float) * (size_t)n_rows * (size_t)(V / sh->size + 1));
+    if (piece == NULL)
+        return -1;
+    for (int r = 0; r < sh->size; r++) {   /* each rank in turn sends its columns */
+        vocab_share(V, sh->size, r, &first, &n);
+        size_t bytes = sizeof(float) * (size_t)n_rows * (size_t)n;
+        if (r == sh->rank)
+            memcpy(piece, part, bytes);
+        if (collective_broadcast(sh->comm, piece, bytes, r)) {
+            free(piece);
+            return -1;
+        }
+        for (int row = 0; row < n_rows; row++)
+            memcpy(out + (size_t)row * V + first, piece + (size_t)row * n, sizeof(float) * (size_t)n);
+    }
+    free(piece);
     return 0;
 }
 

@@ -10,9 +10,12 @@
  *               a Wo^T over its heads is a partial sum of x's update  -> all-reduce
  *   FFN         rank r has FFN channels [r*F/N, (r+1)*F/N): those rows of Wgate and
  *               Wup and those columns of Wdown                      -> all-reduce
- *   the rest    embeddings, norms and the output head are replicated: every rank
- *               has the same residual stream and the same logits (the all-reduce
- *               gives every rank the same bits), so every rank can sample alike.
+ *   output      rank r has about V/N rows of the output head (its share of the
+ *               vocabulary) and computes those logits; N broadcasts gather the
+ *               whole row of V logits on every rank
+ *   the rest    embeddings and norms are replicated: every rank has the same
+ *               residual stream and the same logits (the all-reduce gives every
+ *               rank the same bits), so every rank can sample alike.
  *
  * Slicing rows is a pointer into the mapping; slicing columns (Wo, Wdown) copies each
  * row's part, so a quantized block (32 or 256 values) must not straddle two ranks:
@@ -37,6 +40,7 @@ struct llama_shard {
     int rank, size;
     collective *comm;                       /* not owned */
     int n_heads, n_kv_heads, ffn_dim;       /* of the whole model */
+    int vocab_first, vocab_n;               /* this rank's rows of the output head */
 };
 
 /* Whether the model described by hp (whole-model counts) can be split over `size`
@@ -50,6 +54,10 @@ int shard_check(const llama_hparams *hp, int size, enum tensor_type wo_type, enu
  * mapping whose pages may be dropped once copied. Returns 0, or -1 with a message
  * (the model is then still whole; free it). */
 int shard_split_model(llama_model *m, collective *comm, bool mapped, char *err, size_t errsz);
+
+/* out (n_rows, V) = every rank's part (n_rows, its vocab_n logits), each in its
+ * columns. Returns 0, or -1 when the group failed. */
+int shard_gather_logits(const llama_model *m, const float *part, int n_rows, float *out);
 
 /* x (n floats) summed over the ranks; nothing when the model is whole. Returns 0, or -1
  * when the group failed (the message is in the collective). */

@@ -62,6 +62,7 @@ typedef struct shm_collective {
     size_t slot_bytes;
     uint64_t round;         /* operations so far: picks the bank */
     int op_timeout_ms;
+    int spins;              /* SHM_SPINS, or 0 when the ranks outnumber the CPUs */
 } shm_collective;
 
 static int set_err(collective *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -165,7 +166,7 @@ static int shm_barrier(collective *c)
             futex_wake_all(&h->generation);
         return 0;
     }
-    for (int i = 0; i < SHM_SPINS; i++) {
+    for (int i = 0; i < g->spins; i++) {
         if (atomic_load_explicit(&h->generation, memory_order_acquire) != gen)
             return 0;
         cpu_relax();
@@ -345,6 +346,10 @@ collective *collective_shm_open(const char *name, int rank, int size, size_t slo
     g->base = (collective){.ops = &shm_ops, .rank = rank, .size = size};
     g->slot_bytes = (slot_bytes ? slot_bytes : SHM_DEFAULT_SLOT + 63) / 64 * 64;
     g->op_timeout_ms = op_timeout_ms;
+    /* spinning only helps when the peer runs meanwhile on another CPU; with more ranks
+     * than CPUs it takes the CPU from the very rank being waited for */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    g->spins = cpus > 0 && size > cpus ? 0 : SHM_SPINS;
     size_t header = (sizeof(shm_header) + 63) / 64 * 64;
     g->map_bytes = header + 2 * (size_t)size * g->slot_bytes;
     char path[256];
