@@ -235,8 +235,10 @@ static void start(router_batch *bt, slot *s, const rd_kafka_message_t *m, double
     citadel__batch_request__free_unpacked(br, NULL);
 }
 
-/* Frees acknowledged slots, produces lost results again, and commits. */
-static void settle(router_batch *bt)
+/* Frees acknowledged slots, produces lost results again, and commits (waiting for the
+ * commit when wait_commit: at shutdown, so that a drained router leaves nothing to run
+ * again). */
+static void settle(router_batch *bt, bool wait_commit)
 {
     bool changed = false;
     for (int i = 0; i < bt->max_in_flight; i++) {
@@ -274,7 +276,7 @@ static void settle(router_batch *bt)
         }
     }
     if (list->cnt > 0) {
-        rd_kafka_resp_err_t e = rd_kafka_commit(bt->consumer, list, 1);
+        rd_kafka_resp_err_t e = rd_kafka_commit(bt->consumer, list, wait_commit ? 0 : 1);
         if (e)
             log_msg(LOG_WARN, "", "batch: offset commit failed: %s (the requests may run again)", rd_kafka_err2str(e));
     }
@@ -286,7 +288,7 @@ void router_batch_tick(router_batch *bt, double now, int requests_in_flight, rou
 {
     if (bt == NULL)
         return;
-    settle(bt);
+    settle(bt, false);
     metrics_gauge_set(bt->in_flight, router_batch_in_flight(bt));
     /* Interactive requests first: nothing new starts while one is in flight. */
     int running = 0;
@@ -374,7 +376,7 @@ void router_batch_free(router_batch *bt, int timeout_ms)
         return;
     if (bt->producer) {
         kafka_producer_flush(bt->producer, timeout_ms);
-        settle(bt);   /* commit what was acknowledged */
+        settle(bt, true);   /* commit what was acknowledged */
     }
     if (bt->consumer) {
         rd_kafka_consumer_close(bt->consumer);
