@@ -13,7 +13,8 @@
 #      and what the sanitizer adds (p50/p99 as the gateway times it, from its log).
 # Each of 1 and 2 runs REPS times (default 3), interleaved; the table gives medians.
 # The worker: THREADS (2) engine threads, MAX_SEQS (32) requests in the batch,
-# CTX (1024) positions each. Override with THREADS=, REPS=, MAX_SEQS=, CTX=, CLIENTS=.
+# CTX (1024) positions each. Override with THREADS=, REPS=, MAX_SEQS=, CTX=, CLIENTS=,
+# ROUNDS= (requests per stream); OVERHEAD=0 skips part 3.
 set -u
 BUILD=${1:-${BUILD:-build}}
 BIN=$BUILD/bin
@@ -70,7 +71,9 @@ fleet() {
     python3 "$HERE/openai_load.py" --url "https://127.0.0.1:$GPORT" --key "$KEY" --cacert "$CITADEL_HOME/tls/server.crt" \
         --model "$NAME" --prompt-file "$PROMPT" --clients "$1" --rounds "$2" --max-tokens "$3"
 }
-rounds() { if [ "$1" = 1 ]; then echo 3; else echo 2; fi; }
+# Requests per stream: 2 (a second request finds the others mid-generation), 1 at 32
+# streams (32 x 128 tokens is already a long run on 2 threads).
+rounds() { if [ -n "${ROUNDS:-}" ]; then echo "$ROUNDS"; elif [ "$1" -ge 32 ]; then echo 1; else echo 2; fi; }
 
 echo "model=$NAME worker_threads=$THREADS max_seqs=$MAX_SEQS ctx=$CTX max_tokens=128 reps=$REPS"
 alone 1 1 8 >/dev/null && fleet 1 1 8 >/dev/null || { echo "bench_fleet: warm-up failed"; tail -n 20 "$TMP"/*.log; exit 1; }
@@ -87,6 +90,9 @@ done
 echo "== medians of $REPS runs (model $NAME, worker $THREADS threads, max_seqs $MAX_SEQS)"
 python3 "$HERE/bench_table.py" "worker alone (ZeroMQ)=$TMP/alone.txt" "fleet (HTTPS gateway + router)=$TMP/fleet.txt"
 
+# RESULTS=DIR keeps the raw runs (DIR/alone.txt, DIR/fleet.txt, appended) for bench_table.py.
+if [ -n "${RESULTS:-}" ]; then mkdir -p "$RESULTS"; cat "$TMP/alone.txt" >>"$RESULTS/alone.txt"; cat "$TMP/fleet.txt" >>"$RESULTS/fleet.txt"; fi
+[ "${OVERHEAD:-1}" = 1 ] || exit 0
 echo "== latency the gateway + router add (bench_fleet.py)"
 python3 "$HERE/bench_fleet.py" 127.0.0.1 "$GPORT" "$KEY" "$CITADEL_HOME/tls/server.crt" \
     "$NAME" "$MODEL" "$BIN/citadel" "$THREADS" $((BASE + 3)) || { tail -n 20 "$TMP"/*.log; exit 1; }

@@ -17,32 +17,40 @@ FIGURES = ["tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_
 
 
 def read_runs(path):
-    """{clients: {figure: [value per run]}}"""
+    """{clients: [{figure: value} per run]}; a run starts at its c<N>_requests line."""
     runs = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             m = re.match(r"c(\d+)_(\w+)=([-0-9.]+)\s*$", line.strip())
-            if m and m.group(2) in FIGURES:
-                runs.setdefault(int(m.group(1)), {}).setdefault(m.group(2), []).append(float(m.group(3)))
+            if not m:
+                continue
+            clients, key, value = int(m.group(1)), m.group(2), float(m.group(3))
+            if key == "requests" or not runs.get(clients):
+                runs.setdefault(clients, []).append({})
+            if key in FIGURES:
+                runs[clients][-1][key] = value
     return runs
 
 
 def main():
     print("| system | streams | gen tok/s in all (range) | TTFT p50 / p99 ms | ITL p50 / p99 ms "
-          "| tokens per request (prompt / generated) | runs | errors |")
+          "| tokens per request (prompt / generated) | runs | runs with errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for arg in sys.argv[1:]:
-        label, _, path = arg.partition("=")
-        for clients, figs in sorted(read_runs(path).items()):
-            med = {k: statistics.median(v) for k, v in figs.items()}
-            tps = figs.get("tokens_per_s", [0])
-            print(f"| {label} | {clients} | {med.get('tokens_per_s', 0):.1f} ({min(tps):.1f}–{max(tps):.1f}) "
-                  f"| {med.get('ttft_p50_ms', 0):.0f} / {med.get('ttft_p99_ms', 0):.0f} "
-                  f"| {med.get('itl_p50_ms', 0):.1f} / {med.get('itl_p99_ms', 0):.1f} "
-                  f"| {med.get('prompt_tokens_per_request', 0):.0f} / "
-                  f"{med.get('completion_tokens_per_request', 0):.0f} "
-                  f"| {len(tps)} | {sum(figs.get('errors', [0])):.0f} |")
-
+        label, _, path = arg.rpartition("=")
+        for clients, runs in sorted(read_runs(path).items()):
+            good = [r for r in runs if r.get("errors", 0) == 0]
+            failed = len(runs) - len(good)
+            if not good:
+                print(f"| {label} | {clients} | every run had errors | | | | 0 | {failed} |")
+                continue
+            med = {k: statistics.median(r.get(k, 0) for r in good) for k in FIGURES}
+            tps = [r.get("tokens_per_s", 0) for r in good]
+            print(f"| {label} | {clients} | {med['tokens_per_s']:.1f} ({min(tps):.1f}–{max(tps):.1f}) "
+                  f"| {med['ttft_p50_ms']:.0f} / {med['ttft_p99_ms']:.0f} "
+                  f"| {med['itl_p50_ms']:.1f} / {med['itl_p99_ms']:.1f} "
+                  f"| {med['prompt_tokens_per_request']:.0f} / {med['completion_tokens_per_request']:.0f} "
+                  f"| {len(good)} | {failed} |")
 
 if __name__ == "__main__":
     main()
