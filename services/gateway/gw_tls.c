@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -197,8 +198,23 @@ int gw_tls_ensure_self_signed(const char *dir, char *cert_out, char *key_out, si
     }
     snprintf(cert_out, pathsz, "%s/server.crt", dir);
     snprintf(key_out, pathsz, "%s/server.key", dir);
-    if (access(cert_out, R_OK) == 0 && access(key_out, R_OK) == 0) return 0;
-    if (gw_tls_make_self_signed(cert_out, key_out, err, errsz) != 0) return -1;
-    *created = true;
-    return 0;
+    /* Replicas sharing one home start at once: without the lock two of them could each
+     * write a key and a certificate, and one would load the other's key with its own
+     * certificate, or a half-written one. The lock makes one create the pair and the
+     * others wait for it and use it. */
+    char lock_path[4096];
+    snprintf(lock_path, sizeof lock_path, "%s/.create.lock", dir);
+    int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX) != 0) {
+        snprintf(err, errsz, "cannot lock %s: %s", lock_path, strerror(errno));
+        if (lock >= 0) close(lock);
+        return -1;
+    }
+    int rc = 0;
+    if (access(cert_out, R_OK) != 0 || access(key_out, R_OK) != 0) {
+        rc = gw_tls_make_self_signed(cert_out, key_out, err, errsz);
+        *created = rc == 0;
+    }
+    close(lock);
+    return rc;
 }
