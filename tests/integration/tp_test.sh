@@ -27,6 +27,8 @@ done
 
 . "$(dirname "$0")/lib.sh"
 fleet_begin 2999
+# a run killed while a group was still forming would leave its shared memory behind
+trap 'fleet_cleanup; rm -f /dev/shm/citadel-tp-test-$$ /dev/shm/citadel-tp-test-odd-$$' EXIT INT TERM
 RADMIN=$((BASE + 2))
 A0=$((BASE + 3))
 A1=$((BASE + 4))
