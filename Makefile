@@ -53,6 +53,19 @@ KERNEL_SRC  := $(shell find kernels -name '*.c' -not -path 'kernels/cuda/*' | so
 KERNEL_OBJ  := $(KERNEL_SRC:%.c=$(BUILD)/obj/%.o)
 KERNEL_LIB  := $(BUILD)/libcitadel_kernels.a
 
+# CUDA backend (issue 8): kernels/cuda/*.cu -> $(BUILD)/libcitadel_cuda.a, only when nvcc
+# is on PATH (CUDA=0 forces it off). Linked with the static CUDA runtime so every binary
+# still starts and runs the CPU path on a machine with no GPU and no driver.
+NVCC        ?= $(shell command -v nvcc 2>/dev/null)
+CUDA        ?= $(if $(NVCC),1,0)
+ifeq ($(CUDA),1)
+CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_OBJ    := $(patsubst %.cu,$(BUILD)/obj/%.o,$(wildcard kernels/cuda/*.cu))
+CUDA_LIB    := $(BUILD)/libcitadel_cuda.a
+NVCC_FLAGS  := -O3 -std=c++17 -Ikernels -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+LDLIBS      := $(CUDA_LIB) -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++ $(LDLIBS)
+endif
+
 PROTO_SRC   := $(wildcard proto/*.proto)
 PROTO_C     := $(PROTO_SRC:proto/%.proto=$(GEN)/%.pb-c.c)
 PROTO_H     := $(PROTO_C:.c=.h)
@@ -121,6 +134,19 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 $(KERNEL_LIB): $(KERNEL_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
+
+ifeq ($(CUDA),1)
+$(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu kernels/cuda/cuda_backend.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+$(CUDA_LIB): $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/obj/services/cli/main.o: CFLAGS += -DCITADEL_CUDA
+$(CLI_BIN) $(SERVICE_BIN) $(TEST_BIN) $(INTEG_BIN) $(BENCH_BIN): $(CUDA_LIB)
+endif
 
 $(COMMON_LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)

@@ -9,6 +9,9 @@
 
 #include "cli.h"
 #include "cpu/simd.h"
+#ifdef CITADEL_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -86,7 +89,11 @@ static int cmd_version(void)
     printf("citadel %s\n", ENGINE_VERSION);
     printf("simd: %s\n", simd_level_name(simd_best_level()));
 #ifdef CITADEL_CUDA
+    char err[160];
+    int devices = cuda_device_count(err, sizeof err);
     printf("cuda: yes\n");
+    printf("cuda runtime: %d.%d\n", cuda_runtime_version() / 1000, cuda_runtime_version() % 1000 / 10);
+    printf("cuda devices: %d%s%s\n", devices, err[0] ? " - " : "", err);
 #else
     printf("cuda: no\n");
 #endif
