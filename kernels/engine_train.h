@@ -96,7 +96,8 @@ typedef struct engine_train_step {
     double loss;          /* mean cross-entropy of this step's scored tokens */
     double lr, grad_norm; /* before clipping */
     int tokens;           /* tokens run through the model this step */
-    double seconds;
+    double seconds;       /* wall clock */
+    double cpu_seconds;   /* CPU time of the whole process, all threads (shared machines) */
 } engine_train_step;
 
 /* One optimizer step. Returns 0, or -1 with a message. */

@@ -592,25 +592,27 @@ typedef struct loss_job {
     bool want_grad;
 } loss_job;
 
-/* Row r of the logits: its cross-entropy, and (softmax - onehot) * grad_scale in place. */
+/* Row r of the logits: its cross-entropy, and (softmax - onehot) * grad_scale in place.
+ * V exponentials per row: in float, once each (the sum is kept in double). */
 static void loss_row_task(void *ctx, int r, int n_tasks, int thread)
 {
     (void)n_tasks;
     (void)thread;
     loss_job *job = ctx;
-    int V = job->c->m->hp.n_vocab;
+    int V = job->c->m->hp.n_vocab, target = job->targets[r];
     float *z = job->c->logits + (size_t)r * V, max = -INFINITY;
     for (int i = 0; i < V; i++)
         max = z[i] > max ? z[i] : max;
+    float target_logit = z[target];
     double sum = 0.0;
     for (int i = 0; i < V; i++)
-        sum += exp((double)z[i] - max);
-    int target = job->targets[r];
-    job->c->row_loss[r] = log(sum) + max - z[target];
+        sum += z[i] = expf(z[i] - max);
+    job->c->row_loss[r] = log(sum) + max - target_logit;
     if (!job->want_grad)
         return;
+    float scale = (float)(job->grad_scale / sum);
     for (int i = 0; i < V; i++)
-        z[i] = (float)(exp((double)z[i] - max) / sum) * job->grad_scale;
+        z[i] *= scale;
     z[target] -= job->grad_scale;
 }
 

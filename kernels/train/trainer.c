@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine_model.h"
@@ -284,6 +285,13 @@ static const engine_train_example *example_at(engine_trainer *t, uint64_t k)
     return &t->train[t->order[k % (uint64_t)t->n_train]];
 }
 
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static int n_scored(const engine_train_example *e)
 {
     int n = 0;
@@ -337,7 +345,7 @@ static void adamw_update(engine_trainer *t, double lr, float grad_mult)
 
 int engine_trainer_step(engine_trainer *t, engine_train_step *info, char *err, size_t errsz)
 {
-    double t0 = engine_now();
+    double t0 = engine_now(), cpu0 = cpu_now();
     int accum = t->opt.grad_accum, total = 0, tokens = 0;
     for (int i = 0; i < accum; i++)
         total += n_scored(example_at(t, t->consumed + (uint64_t)i));
@@ -364,7 +372,8 @@ int engine_trainer_step(engine_trainer *t, engine_train_step *info, char *err, s
     t->consumed += (uint64_t)accum;
     t->step++;
     if (info)
-        *info = (engine_train_step){t->step, total ? loss / total : 0.0, lr, norm, tokens, engine_now() - t0};
+        *info = (engine_train_step){t->step, total ? loss / total : 0.0, lr, norm, tokens, engine_now() - t0,
+                                    cpu_now() - cpu0};
     return 0;
 }
 

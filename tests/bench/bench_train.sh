@@ -3,7 +3,9 @@
 # default model (SmolLM2-135M-Instruct Q4_1), LoRA rank 8 on q/k/v/o, one example of
 # 256 tokens per step (chat: a ~60-token question, the rest the answer), 2 threads.
 # Prints tokens/s of each run (every token through forward and backward, validation
-# excluded) and their median. Override with THREADS=, REPS=, STEPS=.
+# excluded) and their median, and tokens per CPU-second of the process (all threads):
+# on a shared machine the wall-clock figure falls with the load, the CPU one much less.
+# Override with THREADS=, REPS=, STEPS=.
 set -e
 build=${1:-build}
 model=var/models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -26,12 +28,12 @@ with open(sys.argv[1], "w") as f:
                                          {"role": "assistant", "content": a}]}) + "\n")
 PY
 echo "== LoRA training: $model, rank 8, 256-token sequences, $threads threads, $steps steps x $reps runs"
-rates=""
 for r in $(seq "$reps"); do
-    rate=$("$build/bin/citadel" train --model "$model" --data "$tmp/data.jsonl" --out "$tmp/a.gguf" \
+    line=$("$build/bin/citadel" train --model "$model" --data "$tmp/data.jsonl" --out "$tmp/a.gguf" \
         --rank 8 --seq-len 256 --batch 1 --steps "$steps" --threads "$threads" --eval-every 0 \
-        --eval-generations 0 --val-share 0.05 --quiet | sed -n 's/^train_tokens_per_s=//p')
-    echo "run $r: train_tokens_per_s=$rate"
-    rates="$rates $rate"
+        --eval-generations 0 --val-share 0.05 --quiet | grep '^train_tokens_per_s=')
+    echo "run $r: $line"
+    echo "$line" >>"$tmp/rates"
 done
-echo "$rates" | tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print "median train_tokens_per_s=" v[int((NR+1)/2)]}'
+median() { tr ' ' '\n' <"$tmp/rates" | sed -n "s/^$1=//p" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+echo "median train_tokens_per_s=$(median train_tokens_per_s) train_tokens_per_cpu_s=$(median train_tokens_per_cpu_s)"
