@@ -6,7 +6,9 @@
 # time apart), FE and BE (the router's frontend and backend), TMP, PIDS (append each
 # started service), passed and failed; installs fleet_cleanup on exit.
 fleet_begin() {
-    BASE=$((20000 + (($$ + $1) % 4000) * 8))
+    # 20000..31999: below Linux's ephemeral range (32768..60999), so an outgoing
+    # connection's local port (a Kafka or Redis client's) never takes a test's port.
+    BASE=$((20000 + (($$ + $1) % 1500) * 8))
     FE=tcp://127.0.0.1:$BASE
     BE=tcp://127.0.0.1:$((BASE + 1))
     TMP=$(mktemp -d)
